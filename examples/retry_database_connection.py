@@ -1,0 +1,1 @@
+../src/buttress/demo/retry_database_connection.py
