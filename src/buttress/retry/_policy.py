@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class _NoFallback:
 
 
 NO_FALLBACK: Any = _NoFallback()
+
+_log = logging.getLogger("buttress.retry")
 
 DEFAULT_WAIT = WaitExponential(initial=0.1, multiplier=2.0, max=10.0, jitter="full")
 """The default wait: exponential from 0.1 s, doubling, capped at 10 s, with full jitter."""
@@ -204,9 +207,12 @@ class Retry:
         elapsed = clock_now - state.start + state.skipped
         if error is not None and not self._retryable(error):
             state.reason = None
-            self._emit(
-                RetryFailed(self.name, state.target, state.attempt, elapsed, state.waited, error)
-            )
+            if self._wants(logging.DEBUG):
+                self._emit(
+                    RetryFailed(
+                        self.name, state.target, state.attempt, elapsed, state.waited, error
+                    )
+                )
             return None
         if self.attempts is not None and state.attempt >= self.attempts:
             return self._stop(state, "attempts", elapsed, error, result)
@@ -222,11 +228,19 @@ class Retry:
         if self.budget is not None and not self.budget.try_withdraw():
             return self._stop(state, "budget", elapsed, error, result)
         state.previous = backoff
-        self._emit(
-            RetryScheduled(
-                self.name, state.target, state.attempt, elapsed, state.waited, delay, error, result
+        if self._wants(logging.INFO):
+            self._emit(
+                RetryScheduled(
+                    self.name,
+                    state.target,
+                    state.attempt,
+                    elapsed,
+                    state.waited,
+                    delay,
+                    error,
+                    result,
+                )
             )
-        )
         return delay
 
     def _stop(
@@ -239,18 +253,38 @@ class Retry:
     ) -> float | None:
         """Record why the policy stops, announce it, and return ``None`` (no next attempt)."""
         state.reason = reason
-        self._emit(
-            RetryGaveUp(
-                self.name, state.target, state.attempt, elapsed, state.waited, reason, error, result
+        if self._wants(logging.WARNING):
+            self._emit(
+                RetryGaveUp(
+                    self.name,
+                    state.target,
+                    state.attempt,
+                    elapsed,
+                    state.waited,
+                    reason,
+                    error,
+                    result,
+                )
             )
-        )
         return None
 
     def _emit(self, event: _events.Event) -> None:
         emit(event, self.listeners)
 
+    def _wants(self, level: int) -> bool:
+        """Whether an event logged at ``level`` would reach anyone (building one costs ~1 µs).
+
+        A negative ``level`` means "listeners only": such an event is never worth a log line.
+        """
+        return bool(
+            self.listeners
+            or _events._global  # noqa: SLF001 - the registry's fast check
+            or (level >= 0 and _log.isEnabledFor(level))
+        )
+
     def _succeeded(self, state: _CallState) -> None:
-        if self.listeners or _events._global:  # noqa: SLF001 - the registry's fast check
+        # A first-attempt success is news only to listeners; one after retries is logged too.
+        if self._wants(logging.INFO if state.attempt > 1 else logging.NOTSET - 1):
             elapsed = self.clock.now() - state.start + state.skipped
             self._emit(
                 RetrySucceeded(self.name, state.target, state.attempt, elapsed, state.waited)
