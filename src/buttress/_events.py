@@ -173,7 +173,12 @@ def check_listeners(listeners: Iterable[Listener], name: str = "listeners") -> t
     candidate: object = listeners
     if callable(candidate) or isinstance(candidate, (str, bytes)):
         raise TypeError(f"{name} must be an iterable of callables, e.g. [{name[:-1]}]")
-    result = tuple(listeners)
+    try:
+        result = tuple(listeners)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an iterable of callables, got {type(candidate).__name__}"
+        ) from None
     item: object
     for item in result:
         if not callable(item):

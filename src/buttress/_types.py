@@ -8,6 +8,7 @@ built, with a message naming the argument.
 from __future__ import annotations
 
 import math
+import numbers
 from datetime import timedelta
 from typing import TypeAlias
 
@@ -34,8 +35,8 @@ def seconds(value: object, name: str, *, allow_zero: bool = True) -> float:
     """
     if isinstance(value, timedelta):
         result = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        result = float(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        result = float(value)  # int, float, numpy numbers, Decimal-free Fractions...
     else:
         raise TypeError(
             f"{name} must be a number of seconds or a timedelta, got {type(value).__name__}"

@@ -22,11 +22,13 @@ point, so it is there once buttress is installed).
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+from datetime import timedelta
 from types import TracebackType
 
 from buttress._clock import pop_wait_recorder, push_wait_recorder
-from buttress._types import seconds
+from buttress._types import seconds as _seconds
 
 __all__ = ["FakeClock", "InstantWaits", "instant_waits"]
 
@@ -46,6 +48,8 @@ class FakeClock:
     def __init__(self, start: float = 0.0) -> None:
         if isinstance(start, bool) or not isinstance(start, (int, float)):
             raise TypeError(f"start must be a number, got {type(start).__name__}")
+        if not math.isfinite(start):
+            raise ValueError(f"start must be a finite number, got {start!r}")
         self._lock = threading.Lock()
         self._now = float(start)
         self.sleeps: list[float] = []
@@ -55,22 +59,22 @@ class FakeClock:
         """Return the current fake time."""
         return self._now
 
-    def advance(self, seconds_: float) -> None:
-        """Move the time forward by ``seconds_`` (``>= 0``)."""
-        amount = seconds(seconds_, "seconds")
+    def advance(self, seconds: float | timedelta) -> None:
+        """Move the time forward by ``seconds`` (``>= 0``, or a ``timedelta``)."""
+        amount = _seconds(seconds, "seconds")
         with self._lock:
             self._now += amount
 
-    def sleep(self, seconds_: float) -> None:
+    def sleep(self, seconds: float | timedelta) -> None:
         """Record the sleep and advance the time by it, returning at once."""
-        amount = seconds(seconds_, "seconds")
+        amount = _seconds(seconds, "seconds")
         with self._lock:
             self.sleeps.append(amount)
             self._now += amount
 
-    async def sleep_async(self, seconds_: float) -> None:
+    async def sleep_async(self, seconds: float | timedelta) -> None:
         """Record the sleep and advance the time by it; yields to the loop once."""
-        self.sleep(seconds_)
+        self.sleep(seconds)
         await asyncio.sleep(0)
 
     def __repr__(self) -> str:

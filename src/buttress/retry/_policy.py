@@ -8,6 +8,7 @@ functions, threads and tasks at once.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -414,7 +415,7 @@ class Retry:
                     del outcome, error
             if delay > 0:
                 if self._skip_wait(state, delay):
-                    await self.clock.sleep_async(0)  # still yield to the loop, as a wait would
+                    await asyncio.sleep(0)  # still yield to the loop, as a wait would
                 else:
                     await self.clock.sleep_async(delay)
             state.attempt += 1
@@ -686,9 +687,10 @@ class _AsyncAttempts(AsyncIterator[Attempt]):
         attempt, delay, real = self._driver.advance()
         if attempt is None:
             raise StopAsyncIteration
-        if delay > 0:
-            # A skipped wait (testing.instant_waits) still yields to the loop, as a wait would.
-            await self._sleep(delay if real else 0.0)
+        if real:
+            await self._sleep(delay)
+        elif delay > 0:  # skipped by testing.instant_waits(): still yield, as a wait would
+            await asyncio.sleep(0)
         return attempt
 
 

@@ -65,9 +65,13 @@ class Wait(ABC):
         """
 
     def __add__(self, other: Wait | Duration) -> Wait:
+        if not isinstance(other, (Wait, int, float, timedelta)) or isinstance(other, bool):
+            return NotImplemented
         return WaitSum(self, as_wait(other, "other"))
 
     def __radd__(self, other: Wait | Duration) -> Wait:
+        if not isinstance(other, (Wait, int, float, timedelta)) or isinstance(other, bool):
+            return NotImplemented
         return WaitSum(as_wait(other, "other"), self)
 
 
@@ -179,8 +183,8 @@ class WaitExponential(Wait):
         initial, maximum = cast("float", self.initial), cast("float", self.max)
         try:
             value = initial * self.multiplier ** (attempt - 1)
-        except OverflowError:
-            return maximum
+        except OverflowError:  # a huge attempt number: the curve is past any cap
+            return maximum if initial > 0 else 0.0
         return min(value, maximum)
 
     def delay(self, attempt: int, previous: float) -> float:
