@@ -123,7 +123,7 @@ class TestFakeClock:
         clock = FakeClock(start=1)
         clock.advance(2.5)
         clock.advance(0)
-        clock.advance(timedelta(milliseconds=500))  # type: ignore[arg-type]
+        clock.advance(timedelta(milliseconds=500))
         assert clock.now() == 4.0
         assert clock.sleeps == []
 

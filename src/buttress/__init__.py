@@ -30,6 +30,21 @@ from buttress._events import (
     remove_listener,
 )
 from buttress._version import __version__
+from buttress.ratelimit import (
+    ALGORITHMS,
+    Algorithm,
+    ConcurrencyLimit,
+    Decision,
+    Limiter,
+    LimiterEvent,
+    OnStoreError,
+    Permit,
+    Rate,
+    RateLimitDecided,
+    StoreDegraded,
+    StoreRecovered,
+    parse_rates,
+)
 from buttress.retry import (
     Attempt,
     Attempts,
@@ -50,22 +65,34 @@ from buttress.retry import (
     retry,
     retrying,
 )
+from buttress.storage import MemoryStorage, Storage, storage_from_url
 
 # The library convention: nothing is printed unless the application configures logging.
 _logging.getLogger("buttress").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "ALGORITHMS",
+    "Algorithm",
     "Attempt",
     "Attempts",
     "BulkheadFull",
     "ButtressError",
     "CircuitOpen",
     "Clock",
+    "ConcurrencyLimit",
     "ConfigurationError",
+    "Decision",
     "Event",
     "Jitter",
+    "Limiter",
+    "LimiterEvent",
     "Listener",
     "LoggingListener",
+    "MemoryStorage",
+    "OnStoreError",
+    "Permit",
+    "Rate",
+    "RateLimitDecided",
     "RateLimited",
     "Rejected",
     "Retry",
@@ -78,7 +105,10 @@ __all__ = [
     "RetryScheduled",
     "RetrySucceeded",
     "StopReason",
+    "Storage",
     "StorageError",
+    "StoreDegraded",
+    "StoreRecovered",
     "Subscription",
     "SystemClock",
     "Timeout",
@@ -90,8 +120,10 @@ __all__ = [
     "WaitSum",
     "__version__",
     "add_listener",
+    "parse_rates",
     "remove_listener",
     "retry",
     "retrying",
+    "storage_from_url",
     "system_clock",
 ]

@@ -35,8 +35,8 @@ def seconds(value: object, name: str, *, allow_zero: bool = True) -> float:
     """
     if isinstance(value, timedelta):
         result = value.total_seconds()
-    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-        result = float(value)  # int, float, numpy numbers, Decimal-free Fractions...
+    elif not isinstance(value, bool) and isinstance(value, (int, float, numbers.Real)):
+        result = float(value)  # int, float, Fraction, numpy scalars
     else:
         raise TypeError(
             f"{name} must be a number of seconds or a timedelta, got {type(value).__name__}"

@@ -1,0 +1,914 @@
+"""The Redis store on the real server, decision by decision against the memory store.
+
+Scripts get an explicit ``now`` wherever answers are compared, so both stores see the same times.
+Times in the random tests sit on a quarter-second grid: a key's TTL is relative to the script's
+``now``, and a grid keeps every TTL far longer than the real time a test takes, so that Redis never
+expires a key the memory store still needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import redis
+import redis.asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from buttress import ConfigurationError, StorageError
+from buttress.ratelimit import Decision, Rate
+from buttress.ratelimit._algorithms import ALGORITHMS, State, decide, expires_at
+from buttress.storage import MemoryStorage, Storage, storage_from_url
+from buttress.storage.redis import RedisStorage
+
+SHORT = {
+    "fixed-window": "fw",
+    "sliding-window": "swl",
+    "sliding-window-counter": "swc",
+    "token-bucket": "tb",
+    "gcra": "gcra",
+}
+TWO_RATES = (Rate(3, per=10), Rate(5, per=60))
+
+# (time offset, cost, consume): rejections by either rate, peeks, windows rolling over.
+SCENARIO = [
+    (0.0, 1, True),
+    (0.0, 1, True),
+    (0.5, 2, True),
+    (0.5, 1, True),
+    (1.25, 1, False),
+    (1.25, 1, True),
+    (3.3, 2, True),
+    (7.1, 1, True),
+    (10.2, 2, True),
+    (10.2, 1, True),
+    (12.0, 1, False),
+    (14.9, 3, True),
+    (21.7, 1, True),
+    (33.3, 1, True),
+    (44.4, 2, True),
+    (52.5, 1, True),
+    (59.9, 1, True),
+    (60.3, 1, True),
+    (75.0, 3, True),
+    (75.0, 4, True),
+    (200.0, 1, True),
+    (200.0, 1, False),
+]
+
+
+# -- fixtures and helpers ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def prefix(redis_prefix: str) -> str:
+    """A prefix for one test, under the run's prefix (so the run's clean-up deletes its keys)."""
+    return f"{redis_prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def store(redis_url: str, prefix: str) -> Iterator[RedisStorage]:
+    store = RedisStorage.from_url(redis_url, prefix=prefix)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+async def astore(redis_url: str, prefix: str) -> AsyncIterator[RedisStorage]:
+    store = RedisStorage.from_url(redis_url, prefix=prefix)
+    yield store
+    await store.aclose()
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def state_keys(prefix: str, key: str, algorithm: str, rate: Rate) -> list[str]:
+    name = f"{{{prefix}:{key}}}:{SHORT[algorithm]}:{rate.limit}:{rate.period!r}"
+    return [name, f"{name}:total"] if algorithm == "sliding-window" else [name]
+
+
+def keys_of(raw: redis.Redis, prefix: str) -> list[str]:
+    return sorted(raw.scan_iter(match=f"{{{prefix}*", count=1000))
+
+
+def snapshot(raw: redis.Redis, prefix: str) -> dict[str, Any]:
+    """Every key under ``prefix`` with its value (sorted sets with their scores)."""
+    found: dict[str, Any] = {}
+    for name in keys_of(raw, prefix):
+        if raw.type(name) == "zset":
+            found[name] = raw.zrange(name, 0, -1, withscores=True)
+        else:
+            found[name] = raw.get(name)
+    return found
+
+
+def assert_same(got: Decision, want: Decision, context: object = None) -> None:
+    """Every field of a Redis decision equals the memory store's (floats to 1e-9)."""
+    assert got.allowed == want.allowed, context
+    assert got.limit == want.limit, context
+    assert got.remaining == want.remaining, context
+    assert got.rate == want.rate, context
+    assert got.degraded is want.degraded is False, context
+    assert got.reset_after == pytest.approx(want.reset_after, rel=1e-12, abs=1e-9), context
+    if want.retry_after is None:
+        assert got.retry_after is None, context
+    else:
+        assert got.retry_after == pytest.approx(want.retry_after, rel=1e-12, abs=1e-9), context
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """A loopback port that accepts connections (the kernel's backlog) but never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A redis-server of our own on a unix socket (no TCP port): its statistics are ours alone."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    directory = tmp_path_factory.mktemp("redis")
+    path = directory / "redis.sock"
+    command = [binary, "--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700"]
+    command += ["--save", "", "--appendonly", "no", "--dir", str(directory)]
+    process = subprocess.Popen(  # noqa: S603 - our own arguments
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        client = redis.Redis(unix_socket_path=str(path), socket_timeout=1.0)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        client.close()
+        yield path
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+# -- conformance with the memory store -----------------------------------------------------------
+
+
+class TestSameAnswersAsMemory:
+    @pytest.mark.parametrize("base", [1000.0, 1_700_000_000.0])
+    @pytest.mark.parametrize(
+        "rates",
+        [(Rate(4, per=10),), TWO_RATES, (Rate(3, per=10), Rate(3, per=10))],
+        ids=["one-rate", "two-rates", "same-rate-twice"],
+    )
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_scripted_scenario(self, store, algorithm, rates, base):
+        memory = MemoryStorage()
+        for step, (at, cost, consume) in enumerate(SCENARIO):
+            now = base + at
+            got = store.decide(algorithm, "k", rates, cost, consume=consume, now=now)
+            want = memory.decide(algorithm, "k", rates, cost, consume=consume, now=now)
+            assert_same(got, want, (step, at, cost, consume))
+            # The same IEEE doubles on both sides, and 17 digits on the wire: bit for bit.
+            assert got == want, (step, at, cost, consume)
+
+    @settings(
+        max_examples=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        algorithm=st.sampled_from(ALGORITHMS),
+        rates=st.lists(
+            st.builds(Rate, st.integers(1, 8), per=st.sampled_from([5.0, 7.5, 10.0, 30.0, 60.0])),
+            min_size=1,
+            max_size=3,
+        ).map(tuple),
+        base=st.tuples(
+            st.sampled_from([0.0, 1000.0, 1_700_000_000.0]), st.integers(0, 4_000_000)
+        ).map(lambda pair: pair[0] + pair[1] * 0.25),
+        steps=st.lists(
+            st.tuples(
+                st.integers(0, 160).map(lambda quarters: quarters * 0.25),
+                st.integers(1, 3),
+                st.sampled_from([True, True, True, False]),
+            ),
+            min_size=1,
+            max_size=25,
+        ),
+    )
+    def test_random_sequences(self, store, algorithm, rates, base, steps):
+        key = uuid.uuid4().hex  # fresh state for every example
+        memory = MemoryStorage()
+        most = min(rate.limit for rate in rates)  # the Limiter refuses larger costs
+        now = base
+        for step, (delay, wanted, consume) in enumerate(steps):
+            now += delay
+            cost = min(wanted, most)
+            got = store.decide(algorithm, key, rates, cost, consume=consume, now=now)
+            want = memory.decide(algorithm, key, rates, cost, consume=consume, now=now)
+            assert_same(got, want, (step, now, cost, consume))
+
+    async def test_async_answers_equal_sync_answers(self, store, astore, redis_url):
+        for algorithm in ALGORITHMS:
+            for at, cost, consume in SCENARIO:
+                now = 5000.0 + at
+                got = await astore.adecide(
+                    algorithm, "async", TWO_RATES, cost, consume=consume, now=now
+                )
+                want = store.decide(algorithm, "sync", TWO_RATES, cost, consume=consume, now=now)
+                assert got == want
+        assert await astore.aacquire_lease("a", 1, "x", 5, now=1.0)
+        assert store.acquire_lease("s", 1, "x", 5, now=1.0)
+        assert not await astore.aacquire_lease("a", 1, "y", 5, now=2.0)
+        assert await astore.acount_leases("a", now=2.0) == store.count_leases("s", now=2.0) == 1
+        assert await astore.arenew_lease("a", "x", 5, now=3.0)
+        assert await astore.arelease_lease("a", "x", now=3.0)
+        assert not await astore.arelease_lease("a", "x", now=3.0)
+        await astore.areset("gcra", "async", TWO_RATES)
+        fresh = await astore.adecide("gcra", "async", TWO_RATES, 1, consume=False, now=5000.0)
+        assert fresh.remaining == 2
+
+    def test_is_a_storage(self, store):
+        assert isinstance(store, Storage)
+
+
+class TestRobustness:
+    def test_the_log_recounts_a_lost_sum(self, store, raw, prefix):
+        rate = Rate(4, per=10)
+        memory = MemoryStorage()
+        for at in (0.0, 1.0, 2.0):
+            assert store.decide("sliding-window", "k", (rate,), 1, now=at) == memory.decide(
+                "sliding-window", "k", (rate,), 1, now=at
+            )
+        total = state_keys(prefix, "k", "sliding-window", rate)[1]
+        raw.delete(total)  # as maxmemory eviction might
+        for at in (3.0, 3.5, 10.5, 11.0):
+            got = store.decide("sliding-window", "k", (rate,), 1, now=at)
+            assert got == memory.decide("sliding-window", "k", (rate,), 1, now=at), at
+        assert raw.get(total) is not None
+
+    def test_a_lost_log_is_a_fresh_one(self, store, raw, prefix):
+        rate = Rate(2, per=10)
+        for at in (0.0, 1.0):
+            assert store.decide("sliding-window", "k", (rate,), 1, now=at).allowed
+        log, _ = state_keys(prefix, "k", "sliding-window", rate)
+        raw.delete(log)
+        fresh = store.decide("sliding-window", "k", (rate,), 1, now=2.0)
+        assert (fresh.allowed, fresh.remaining) == (True, 1)
+
+    def test_a_client_that_decodes_responses(self, redis_url, prefix):
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        store = RedisStorage(client, prefix=prefix)
+        memory = MemoryStorage()
+        try:
+            for algorithm in ALGORITHMS:
+                for at, cost, consume in SCENARIO[:8]:
+                    got = store.decide(algorithm, "k", TWO_RATES, cost, consume=consume, now=at)
+                    assert got == memory.decide(
+                        algorithm, "k", TWO_RATES, cost, consume=consume, now=at
+                    )
+            assert store.acquire_lease("k", 1, "a", 5, now=0.0)
+            assert not store.acquire_lease("k", 1, "b", 5, now=0.0)
+            assert store.count_leases("k", now=0.0) == 1
+            assert store.release_lease("k", "a", now=0.0)
+        finally:
+            client.close()
+
+
+class TestAllOrNothing:
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_rejected_by_the_first_rate_consumes_nothing_from_the_second(
+        self, store, raw, prefix, algorithm
+    ):
+        small, large = Rate(2, per=10), Rate(10, per=100)
+        assert store.decide(algorithm, "k", (small, large), 1, now=0.0).allowed
+        assert store.decide(algorithm, "k", (small, large), 1, now=0.0).allowed
+        before = snapshot(raw, prefix)
+        rejected = store.decide(algorithm, "k", (small, large), 1, now=1.0)
+        assert not rejected.allowed
+        assert rejected.rate == small
+        assert snapshot(raw, prefix) == before
+        # Two units taken from the large rate, not three: one more leaves seven.
+        assert store.decide(algorithm, "k", (large,), 1, consume=False, now=1.0).remaining == 7
+
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_rejected_by_the_second_rate_consumes_nothing_from_the_first(
+        self, store, raw, prefix, algorithm
+    ):
+        small, large = Rate(5, per=10), Rate(3, per=100)
+        assert store.decide(algorithm, "k", (small, large), 3, now=0.0).allowed
+        before = snapshot(raw, prefix)
+        rejected = store.decide(algorithm, "k", (small, large), 1, now=5.0)
+        assert not rejected.allowed
+        assert rejected.rate == large
+        assert snapshot(raw, prefix) == before
+
+
+class TestPeekAndReset:
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_peek_consumes_nothing(self, store, raw, prefix, algorithm):
+        memory = MemoryStorage()
+        assert store.decide(algorithm, "fresh", TWO_RATES, 1, consume=False, now=0.0).allowed
+        assert keys_of(raw, prefix) == []  # a peek at a fresh key writes nothing
+        for at in (0.0, 0.5):
+            store.decide(algorithm, "k", TWO_RATES, 1, now=at)
+            memory.decide(algorithm, "k", TWO_RATES, 1, now=at)
+        before = snapshot(raw, prefix)
+        for cost in (1, 2, 3):
+            got = store.decide(algorithm, "k", TWO_RATES, cost, consume=False, now=1.0)
+            want = memory.decide(algorithm, "k", TWO_RATES, cost, consume=False, now=1.0)
+            assert got == want
+            assert snapshot(raw, prefix) == before
+
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_reset_forgets_the_key_under_those_rates(self, store, raw, prefix, algorithm):
+        for _ in range(3):
+            store.decide(algorithm, "k", TWO_RATES, 1, now=0.0)
+        other = store.decide("gcra" if algorithm != "gcra" else "token-bucket", "k", TWO_RATES, 1)
+        assert other.allowed
+        kept = set(keys_of(raw, prefix))
+        ours = {name for rate in TWO_RATES for name in state_keys(prefix, "k", algorithm, rate)}
+        assert ours <= kept
+        store.reset(algorithm, "k", TWO_RATES)
+        assert set(keys_of(raw, prefix)) == kept - ours
+        fresh = store.decide(algorithm, "k", TWO_RATES, 1, now=0.0)
+        assert fresh.allowed
+        assert fresh.remaining == 2
+
+
+class TestExpiry:
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_keys_expire_when_the_state_becomes_fresh(self, store, raw, prefix, algorithm):
+        states: list[State] = [None, None]  # the reference's states, kept by hand
+        for at, cost in ((0.0, 1), (2.5, 2)):
+            store.decide(algorithm, "k", TWO_RATES, cost, now=1000.0 + at)
+            decide(algorithm, states, TWO_RATES, 1000.0 + at, cost)
+        expected = set()
+        for rate, state in zip(TWO_RATES, states, strict=True):
+            fresh_in = (expires_at(algorithm, state, rate) - 1002.5) * 1000
+            for name in state_keys(prefix, "k", algorithm, rate):
+                expected.add(name)
+                ttl = raw.pttl(name)
+                # Rounded up to the millisecond, plus one; a little real time has passed.
+                assert math.ceil(fresh_in) + 1 - 100 < ttl <= math.ceil(fresh_in) + 1, name
+        assert set(keys_of(raw, prefix)) == expected
+
+    def test_keys_disappear_on_the_server_clock(self, store, raw, prefix):
+        rates = (Rate(2, per=0.2),)
+        for algorithm in ALGORITHMS:
+            assert store.decide(algorithm, "k", rates, 1).allowed
+        names = [name for a in ALGORITHMS for name in state_keys(prefix, "k", a, rates[0])]
+        assert raw.exists(*names) == len(names)
+        time.sleep(0.6)
+        assert raw.exists(*names) == 0
+        for algorithm in ALGORITHMS:
+            assert store.decide(algorithm, "k", rates, 1).allowed  # fresh again
+
+    def test_the_lease_set_expires_with_its_latest_lease(self, store, raw, prefix):
+        name = f"{{{prefix}:k}}:leases"
+        assert store.acquire_lease("k", 5, "a", 10, now=100.0)
+        assert store.acquire_lease("k", 5, "b", 50, now=100.0)
+        assert 49_000 < raw.pttl(name) <= 50_001
+        assert store.renew_lease("k", "a", 100, now=100.0)
+        assert 99_000 < raw.pttl(name) <= 100_001
+        assert store.release_lease("k", "a", now=100.0)
+        assert store.release_lease("k", "b", now=100.0)
+        assert raw.exists(name) == 0
+
+
+class TestLeases:
+    def test_the_limit_is_respected(self, store):
+        assert store.acquire_lease("k", 2, "a", 30, now=0.0)
+        assert store.acquire_lease("k", 2, "b", 30, now=0.0)
+        assert not store.acquire_lease("k", 2, "c", 30, now=1.0)
+        assert store.count_leases("k", now=1.0) == 2
+        # Taking a live lease again renews it in its own slot.
+        assert store.acquire_lease("k", 2, "a", 30, now=2.0)
+        assert store.count_leases("k", now=2.0) == 2
+        assert store.release_lease("k", "a", now=2.0)
+        assert not store.release_lease("k", "a", now=2.0)
+        assert not store.release_lease("k", "never-held", now=2.0)
+        assert store.count_leases("k", now=2.0) == 1
+        assert store.acquire_lease("k", 2, "c", 30, now=3.0)
+        assert not store.acquire_lease("k", 2, "d", 30, now=3.0)
+
+    def test_leases_expire(self, store):
+        assert store.acquire_lease("k", 1, "a", 5, now=100.0)
+        assert store.count_leases("k", now=104.9) == 1
+        assert not store.acquire_lease("k", 1, "b", 5, now=104.9)
+        assert store.count_leases("k", now=105.0) == 0  # live while until > now
+        assert store.acquire_lease("k", 1, "b", 5, now=105.0)
+
+    def test_releasing_an_expired_lease_is_false(self, store):
+        assert store.acquire_lease("k", 2, "a", 5, now=100.0)
+        assert store.acquire_lease("k", 2, "b", 5, now=100.0)
+        assert not store.release_lease("k", "a", now=105.0)  # its slot was already free
+        assert store.release_lease("k", "b", now=104.0)
+        # On the server's clock, a lease taken at an explicit time long past has expired.
+        assert store.acquire_lease("k", 1, "old", 10, now=1000.0)
+        assert not store.release_lease("k", "old")
+
+    def test_renew_only_a_live_lease(self, store):
+        assert store.acquire_lease("k", 1, "a", 5, now=100.0)
+        assert store.renew_lease("k", "a", 10, now=103.0)
+        assert store.count_leases("k", now=112.9) == 1
+        assert not store.renew_lease("k", "a", 10, now=113.0)
+        assert not store.renew_lease("k", "unknown", 10, now=100.0)
+        assert store.count_leases("k", now=113.0) == 0
+
+    def test_the_server_clock_counts_when_now_is_not_given(self, store):
+        assert store.acquire_lease("k", 1, "a", 0.3)
+        assert store.count_leases("k") == 1
+        assert not store.acquire_lease("k", 1, "b", 0.3)
+        time.sleep(0.4)
+        assert store.count_leases("k") == 0
+        assert not store.renew_lease("k", "a", 10)
+        assert store.acquire_lease("k", 1, "b", 0.3)
+        assert not store.release_lease("k", "a")
+        assert store.release_lease("k", "b")
+
+    @settings(
+        max_examples=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        operations=st.lists(
+            st.tuples(
+                st.sampled_from(["acquire", "acquire", "renew", "release", "count"]),
+                st.sampled_from(["a", "b", "c", "d"]),
+                st.integers(0, 20).map(lambda quarters: quarters * 0.25),
+                st.sampled_from([1.0, 2.5, 5.0]),
+            ),
+            max_size=30,
+        ),
+        limit=st.integers(1, 3),
+    )
+    def test_random_operations_match_the_model(self, store, operations, limit):
+        # The model: the memory store's lease logic (with release honouring expiry, as the
+        # Storage contract says: "False if it was not held (expired, or released before)").
+        key = uuid.uuid4().hex
+        model: dict[str, float] = {}
+
+        def expect(operation: str, lease: str, ttl: float, now: float) -> object:
+            if operation == "acquire":
+                for held in [held for held, until in model.items() if until <= now]:
+                    del model[held]
+                granted = lease in model or len(model) < limit
+                if granted:
+                    model[lease] = now + ttl
+                return granted
+            if operation == "renew":
+                if model.get(lease, -math.inf) <= now:
+                    return False
+                model[lease] = now + ttl
+                return True
+            if operation == "release":
+                return model.pop(lease, -math.inf) > now
+            return sum(1 for until in model.values() if until > now)
+
+        def apply(operation: str, lease: str, ttl: float, now: float) -> object:
+            if operation == "acquire":
+                return store.acquire_lease(key, limit, lease, ttl, now=now)
+            if operation == "renew":
+                return store.renew_lease(key, lease, ttl, now=now)
+            if operation == "release":
+                return store.release_lease(key, lease, now=now)
+            return store.count_leases(key, now=now)
+
+        now = 1000.0
+        for operation, lease, delay, ttl in operations:
+            now += delay
+            got = apply(operation, lease, ttl, now)
+            assert got == expect(operation, lease, ttl, now), (operation, lease, now)
+
+
+# -- scripts: one round trip, EVALSHA, NOSCRIPT ---------------------------------------------------
+
+
+def every_operation(store: RedisStorage, tag: str) -> int:
+    """Run each kind of store call once (on keys named after ``tag``); return how many."""
+    calls = 0
+    for algorithm in ALGORITHMS:
+        store.decide(algorithm, tag, TWO_RATES, 1, now=10.0)
+        store.decide(algorithm, tag, TWO_RATES, 1, consume=False, now=10.5)
+        store.decide(algorithm, tag, TWO_RATES, 9, now=11.0)  # rejected
+        store.reset(algorithm, tag, TWO_RATES)
+        calls += 4
+    store.acquire_lease(tag, 2, "a", 5, now=10.0)
+    store.renew_lease(tag, "a", 5, now=11.0)
+    store.count_leases(tag, now=11.0)
+    store.release_lease(tag, "a", now=11.0)
+    return calls + 4
+
+
+async def aevery_operation(store: RedisStorage, tag: str) -> int:
+    calls = 0
+    for algorithm in ALGORITHMS:
+        await store.adecide(algorithm, tag, TWO_RATES, 1, now=10.0)
+        await store.adecide(algorithm, tag, TWO_RATES, 1, consume=False, now=10.5)
+        await store.adecide(algorithm, tag, TWO_RATES, 9, now=11.0)
+        await store.areset(algorithm, tag, TWO_RATES)
+        calls += 4
+    await store.aacquire_lease(tag, 2, "a", 5, now=10.0)
+    await store.arenew_lease(tag, "a", 5, now=11.0)
+    await store.acount_leases(tag, now=11.0)
+    await store.arelease_lease(tag, "a", now=11.0)
+    return calls + 4
+
+
+class CountingConnection(redis.Connection):
+    """Counts the requests written to the socket (a pipeline would be one)."""
+
+    requests = 0
+
+    def send_packed_command(self, command, check_health=True):
+        type(self).requests += 1
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+
+
+class AsyncCountingConnection(redis.asyncio.Connection):
+    requests = 0
+
+    async def send_packed_command(self, command, check_health=True):
+        type(self).requests += 1
+        await super().send_packed_command(command, check_health)
+
+
+class TestScripts:
+    def test_one_request_per_operation(self, redis_url, prefix):
+        pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+        client = redis.Redis(connection_pool=pool)
+        store = RedisStorage(client, prefix=prefix)
+        try:
+            every_operation(store, "warm-up")  # connects and loads every script
+            before = CountingConnection.requests
+            calls = every_operation(store, "k")
+            assert CountingConnection.requests - before == calls
+        finally:
+            client.close()
+            pool.disconnect()
+
+    async def test_one_request_per_operation_asyncio(self, redis_url, prefix):
+        pool = redis.asyncio.ConnectionPool.from_url(
+            redis_url, connection_class=AsyncCountingConnection
+        )
+        client = redis.asyncio.Redis(connection_pool=pool)
+        store = RedisStorage(async_client=client, prefix=prefix)
+        try:
+            await aevery_operation(store, "warm-up")
+            before = AsyncCountingConnection.requests
+            calls = await aevery_operation(store, "k")
+            assert AsyncCountingConnection.requests - before == calls
+        finally:
+            await client.aclose()
+            await pool.disconnect()
+
+    def test_one_evalsha_per_operation_on_the_server(self, private_redis):
+        # A private server: INFO commandstats counts our commands alone. (Commands run inside
+        # a script are counted too, under their own names; EVALSHA counts the requests.)
+        client = redis.Redis(unix_socket_path=str(private_redis))
+        store = RedisStorage(client, prefix="count")
+        try:
+            every_operation(store, "warm-up")
+            before = cast(dict[str, Any], client.info("commandstats"))
+            calls = every_operation(store, "k")
+            after = cast(dict[str, Any], client.info("commandstats"))
+        finally:
+            client.close()
+
+        def delta(name: str) -> int:
+            counted = int(after.get(f"cmdstat_{name}", {}).get("calls", 0))
+            return counted - int(before.get(f"cmdstat_{name}", {}).get("calls", 0))
+
+        assert delta("evalsha") == calls
+        assert delta("eval") == delta("script|load") == 0
+        assert delta("info") == 1  # the first INFO, counted once it had answered
+
+    def test_scripts_are_reloaded_after_script_flush(self, store, raw):
+        memory = MemoryStorage()
+        for step in range(4):
+            raw.script_flush()
+            got = store.decide("sliding-window", "k", TWO_RATES, 1, now=float(step))
+            assert got == memory.decide("sliding-window", "k", TWO_RATES, 1, now=float(step))
+            raw.script_flush()
+            assert store.acquire_lease("k", 5, f"lease-{step}", 10, now=0.0)
+        raw.script_flush()
+        assert store.count_leases("k", now=0.0) == 4
+
+    async def test_scripts_are_reloaded_after_script_flush_asyncio(self, astore, raw):
+        memory = MemoryStorage()
+        for step in range(4):
+            raw.script_flush()
+            got = await astore.adecide("gcra", "k", TWO_RATES, 1, now=float(step))
+            assert got == memory.decide("gcra", "k", TWO_RATES, 1, now=float(step))
+        raw.script_flush()
+        assert await astore.aacquire_lease("k", 1, "a", 10, now=0.0)
+
+    def test_scripts_ship_as_package_data(self):
+        from importlib import resources  # noqa: PLC0415
+
+        lua = resources.files("buttress.storage").joinpath("lua")
+        names = {entry.name for entry in lua.iterdir()}
+        assert {"common.lua", "decide.lua", "gcra.lua", "lease_acquire.lua"} <= names
+
+
+# -- the server's clock --------------------------------------------------------------------------
+
+
+class TestServerClock:
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_two_stores_share_state_on_the_server_clock(self, redis_url, prefix, algorithm):
+        rates = (Rate(2, per=60),)
+        first = RedisStorage.from_url(redis_url, prefix=prefix)
+        second = RedisStorage.from_url(redis_url, prefix=prefix)
+        try:
+            assert first.decide(algorithm, "k", rates, 1).allowed
+            assert second.decide(algorithm, "k", rates, 1).allowed
+            rejected = first.decide(algorithm, "k", rates, 1)
+            seen = second.decide(algorithm, "k", rates, 1, consume=False)
+            assert not rejected.allowed
+            assert not seen.allowed
+            assert rejected.retry_after is not None
+            assert seen.retry_after is not None
+            # (The sliding window counter may ask for up to two periods.)
+            assert 0 < rejected.retry_after <= 120
+            assert seen.retry_after == pytest.approx(rejected.retry_after, abs=0.5)
+        finally:
+            first.close()
+            second.close()
+
+    def test_now_defaults_to_the_servers_time(self, store, raw):
+        rates = (Rate(5, per=60),)
+        seconds, microseconds = raw.time()
+        server_now = seconds + microseconds / 1e6
+        assert store.decide("fixed-window", "k", rates, 1).allowed
+        # The window began at the server's time: an explicit time on that scale sees it...
+        seen = store.decide("fixed-window", "k", rates, 1, consume=False, now=server_now + 1)
+        assert seen.remaining == 3
+        assert seen.reset_after == pytest.approx(59, abs=1)
+        # ... and a minute later it is over.
+        later = store.decide("fixed-window", "k", rates, 1, consume=False, now=server_now + 61)
+        assert later.remaining == 4
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+
+def _all_operations(store: RedisStorage) -> list[Callable[[], object]]:
+    return [
+        lambda: store.decide("gcra", "k", TWO_RATES, 1),
+        lambda: store.reset("gcra", "k", TWO_RATES),
+        lambda: store.acquire_lease("k", 1, "a", 5),
+        lambda: store.renew_lease("k", "a", 5),
+        lambda: store.release_lease("k", "a"),
+        lambda: store.count_leases("k"),
+    ]
+
+
+class TestFailures:
+    def test_unreachable_server(self):
+        port = free_port()
+        store = RedisStorage.from_url(f"redis://127.0.0.1:{port}/0", timeout=0.2)
+        try:
+            for operation in _all_operations(store):
+                started = time.monotonic()
+                with pytest.raises(StorageError) as caught:
+                    operation()
+                assert time.monotonic() - started < 2
+                assert isinstance(caught.value.__cause__, redis.ConnectionError)
+                assert f"127.0.0.1:{port}" in str(caught.value)
+        finally:
+            store.close()
+        message = str(caught.value)
+        assert message.startswith("Redis count_leases failed on redis://127.0.0.1:")
+
+    def test_silent_server_times_out(self):
+        with silent_server() as port:
+            store = RedisStorage.from_url(f"redis://127.0.0.1:{port}/0", timeout=0.2)
+            try:
+                started = time.monotonic()
+                with pytest.raises(StorageError, match="decide") as caught:
+                    store.decide("fixed-window", "k", TWO_RATES, 1)
+                assert time.monotonic() - started < 2
+                assert isinstance(caught.value.__cause__, redis.TimeoutError)
+            finally:
+                store.close()
+
+    async def test_unreachable_server_asyncio(self):
+        port = free_port()
+        store = RedisStorage.from_url(f"redis://127.0.0.1:{port}/0", timeout=0.2)
+        try:
+            started = time.monotonic()
+            with pytest.raises(
+                StorageError, match=f"decide failed on redis://127.0.0.1:{port}/0"
+            ) as caught:
+                await store.adecide("gcra", "k", TWO_RATES, 1)
+            assert time.monotonic() - started < 2
+            assert isinstance(caught.value.__cause__, redis.ConnectionError)
+            with pytest.raises(StorageError):
+                await store.aacquire_lease("k", 1, "a", 5)
+        finally:
+            await store.aclose()
+
+    async def test_silent_server_times_out_asyncio(self):
+        with silent_server() as port:
+            store = RedisStorage.from_url(f"redis://127.0.0.1:{port}/0", timeout=0.2)
+            try:
+                started = time.monotonic()
+                with pytest.raises(StorageError):
+                    await store.adecide("token-bucket", "k", TWO_RATES, 1)
+                assert time.monotonic() - started < 2
+            finally:
+                await store.aclose()
+
+    async def test_the_whole_coroutine_call_is_bounded(self, redis_url, prefix):
+        # A client without socket timeouts, stuck on a server that never answers: the store's
+        # own bound (twice its timeout) still ends the call.
+        with silent_server() as port:
+            client = redis.asyncio.Redis(host="127.0.0.1", port=port)
+            store = RedisStorage(async_client=client, prefix=prefix, timeout=0.2)
+            try:
+                started = time.monotonic()
+                with pytest.raises(StorageError, match=r"no answer within 0\.4 s"):
+                    await store.adecide("gcra", "k", TWO_RATES, 1)
+                assert time.monotonic() - started < 2
+            finally:
+                await client.aclose()
+
+    def test_a_redis_error_reply_becomes_storage_error(self, store, raw, prefix):
+        name = state_keys(prefix, "k", "gcra", TWO_RATES[0])[0]
+        raw.hset(name, "not", "a string")
+        with pytest.raises(StorageError, match="WRONGTYPE") as caught:
+            store.decide("gcra", "k", TWO_RATES, 1, now=0.0)
+        assert isinstance(caught.value.__cause__, redis.ResponseError)
+        assert raw.type(state_keys(prefix, "k", "gcra", TWO_RATES[1])[0]) == "none"
+
+
+# -- construction --------------------------------------------------------------------------------
+
+
+class TestConstruction:
+    @pytest.mark.parametrize("prefix", ["", "a{b", "a}b", "{x}"])
+    def test_bad_prefix(self, prefix):
+        with pytest.raises(ValueError, match="prefix"):
+            RedisStorage.from_url("redis://127.0.0.1:6379/0", prefix=prefix)
+
+    def test_prefix_must_be_a_str(self):
+        with pytest.raises(TypeError, match="prefix"):
+            RedisStorage.from_url("redis://127.0.0.1:6379/0", prefix=b"x")  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("timeout", [0, -1, math.nan, math.inf])
+    def test_bad_timeout(self, timeout):
+        with pytest.raises(ValueError, match="timeout"):
+            RedisStorage.from_url("redis://127.0.0.1:6379/0", timeout=timeout)
+
+    def test_timeout_must_be_a_number(self):
+        with pytest.raises(TypeError, match="timeout"):
+            RedisStorage.from_url("redis://127.0.0.1:6379/0", timeout="1")  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "127.0.0.1:6379", "memory://"])
+    def test_bad_url(self, url):
+        with pytest.raises(ConfigurationError, match="URL"):
+            RedisStorage.from_url(url)
+
+    async def test_clients_of_the_wrong_kind(self):
+        client = redis.asyncio.Redis()
+        try:
+            with pytest.raises(TypeError, match="async_client="):
+                RedisStorage(client)  # type: ignore[arg-type]
+        finally:
+            await client.aclose()
+        sync = redis.Redis()
+        try:
+            with pytest.raises(TypeError, match="async_client must be"):
+                RedisStorage(async_client=sync)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="client options"):
+                RedisStorage(sync, socket_timeout=1)
+        finally:
+            sync.close()
+
+    async def test_a_store_without_an_asyncio_client(self, redis_url, prefix):
+        client = redis.Redis.from_url(redis_url)
+        store = RedisStorage(client, prefix=prefix)
+        try:
+            assert store.decide("gcra", "k", TWO_RATES, 1).allowed
+            with pytest.raises(ConfigurationError, match="async_client= or url="):
+                await store.adecide("gcra", "k", TWO_RATES, 1)
+        finally:
+            store.close()
+            assert client.ping()  # a client passed in stays open
+            client.close()
+
+    async def test_a_store_without_a_sync_client(self, redis_url, prefix):
+        client = redis.asyncio.Redis.from_url(redis_url)
+        store = RedisStorage(async_client=client, prefix=prefix)
+        try:
+            assert (await store.adecide("gcra", "k", TWO_RATES, 1)).allowed
+            with pytest.raises(ConfigurationError, match="client= or url="):
+                store.decide("gcra", "k", TWO_RATES, 1)
+        finally:
+            await store.aclose()
+            await client.aclose()
+
+    @pytest.mark.parametrize(
+        ("call", "error", "argument"),
+        [
+            (lambda s: s.decide("leaky", "k", TWO_RATES, 1), ValueError, "algorithm"),
+            (lambda s: s.decide("gcra", 42, TWO_RATES, 1), TypeError, "key"),
+            (lambda s: s.decide("gcra", "k", (), 1), TypeError, "rates"),
+            (lambda s: s.decide("gcra", "k", [Rate(1)], 1), TypeError, "rates"),
+            (lambda s: s.decide("gcra", "k", TWO_RATES, -1), ValueError, "cost"),
+            (lambda s: s.decide("gcra", "k", TWO_RATES, 1.5), TypeError, "cost"),
+            (lambda s: s.reset("nope", "k", TWO_RATES), ValueError, "algorithm"),
+            (lambda s: s.acquire_lease("k", 0, "a", 5), ValueError, "limit"),
+            (lambda s: s.acquire_lease("k", 1, "a", -5), ValueError, "ttl"),
+            (lambda s: s.renew_lease(None, "a", 5), TypeError, "key"),
+            (lambda s: s.release_lease("k", 7), TypeError, "lease_id"),
+        ],
+    )
+    def test_bad_arguments_write_nothing(self, store, raw, prefix, call, error, argument):
+        with pytest.raises(error, match=argument):
+            call(store)
+        assert keys_of(raw, prefix) == []
+
+    def test_storage_from_url(self, redis_url, prefix):
+        store = storage_from_url(redis_url, prefix=prefix, timeout=0.5)
+        try:
+            assert isinstance(store, RedisStorage)
+            assert store.decide("gcra", "k", TWO_RATES, 1).allowed
+            assert repr(store) == f"RedisStorage('{redis_url}', prefix='{prefix}')"
+        finally:
+            store.close()
+
+    def test_client_options_reach_the_client(self, redis_url, prefix, raw):
+        store = RedisStorage.from_url(redis_url, prefix=prefix, client_name=f"{prefix}-client")
+        try:
+            store.count_leases("k")
+            names = [client["name"] for client in raw.client_list()]
+            assert f"{prefix}-client" in names
+        finally:
+            store.close()
+
+    @pytest.mark.parametrize("scheme", ["unix", "redis+unix", "UNIX"])
+    async def test_unix_socket_urls(self, private_redis, scheme):
+        store = storage_from_url(f"{scheme}://{private_redis}?db=1", prefix="unix")
+        assert isinstance(store, RedisStorage)
+        try:
+            assert store.decide("gcra", scheme, TWO_RATES, 1).allowed
+            assert (await store.adecide("gcra", scheme, TWO_RATES, 1)).remaining == 1
+            assert repr(store) == f"RedisStorage('unix://{private_redis}?db=1', prefix='unix')"
+        finally:
+            await store.aclose()
+        client = redis.Redis(unix_socket_path=str(private_redis), db=1)
+        try:
+            assert client.exists(f"{{unix:{scheme}}}:gcra:3:10.0") == 1
+        finally:
+            client.close()
+
+    async def test_one_asyncio_client_per_event_loop(self, redis_url, prefix):
+        store = RedisStorage.from_url(redis_url, prefix=prefix)
+
+        async def use() -> Decision:
+            try:
+                return await store.adecide("gcra", "k", TWO_RATES, 1, now=0.0)
+            finally:
+                await store.aclose()
+
+        try:
+            first = await use()
+            # Another event loop in another thread gets its own client.
+            second = await asyncio.to_thread(asyncio.run, use())
+            assert (first.remaining, second.remaining) == (2, 1)
+        finally:
+            store.close()
