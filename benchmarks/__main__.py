@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks retry [--rounds N] [--quick] [--json PATH]``."""
+"""Command line: ``python -m benchmarks {retry,ratelimit} [--rounds N] [--quick] [--json PATH]``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 
 try:
-    from benchmarks import retry
+    from benchmarks import ratelimit, retry
 except ImportError as error:
     sys.exit(
         f"python -m benchmarks cannot import {error.name!r}: it needs buttress and the peer"
@@ -24,7 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     retry.add_arguments(
         commands.add_parser("retry", help="retry decorators: success path and fail, fail, succeed")
     )
+    ratelimit.add_arguments(
+        commands.add_parser(
+            "ratelimit",
+            help="rate limiters in memory and on Redis: admitted, rejected, cached, 8 processes",
+        )
+    )
     args = parser.parse_args(argv)
+    if args.benchmark == "ratelimit":
+        return ratelimit.run(args)
     return retry.run(args)
 
 

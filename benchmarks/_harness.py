@@ -8,11 +8,15 @@ the loop's own cost cancels out.
 Measurements are interleaved: each round times every contender once, in an order that rotates from
 round to round, and the median over rounds is reported. On a shared, noisy machine this keeps a
 burst of noise from landing on one contender only.
+
+Contenders whose cost depends on state left by earlier calls (rate limiters) use `FreshRunner`:
+each timed run starts from fresh state and is checked after the clock stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import itertools
 import logging
@@ -60,6 +64,125 @@ def async_runner(
     return run
 
 
+class SampleLost(Exception):
+    """Raised by a runner whose timed run went wrong: `run_interleaved` drops that sample."""
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Trial:
+    """Fresh state for one timed run of a `FreshRunner`.
+
+    Attributes:
+        call: What is timed, called with no argument (bind arguments with ``functools.partial``).
+        cleanup: Run after the clock stops (e.g. delete the key the run used).
+        check: Given the run's last result, after the clock stops and before ``cleanup``: a
+            description of what went wrong (e.g. "admitted, expected a rejection"), or ``None``.
+    """
+
+    call: Callable[[], object]
+    cleanup: Callable[[], object] = _nothing
+    check: Callable[[object], str | None] | None = None
+
+
+@dataclass
+class AsyncTrial:
+    """The coroutine twin of `Trial`: ``call()`` returns an awaitable, awaited in the loop."""
+
+    call: Callable[[], Awaitable[object]]
+    cleanup: Callable[[], object] = _nothing
+    check: Callable[[object], str | None] | None = None
+
+
+class _Checked:
+    """What both fresh runners share: a trial's check and cleanup, and the problems seen."""
+
+    def __init__(self) -> None:
+        self.problems: collections.Counter[str] = collections.Counter()
+
+    def _after(
+        self,
+        trial: Trial | AsyncTrial,
+        result: object,
+        error: Exception | None,
+    ) -> None:
+        """Check the run and clean up; raise `SampleLost` if the run went wrong."""
+        try:
+            if error is not None:
+                problem: str | None = f"raised {type(error).__name__}: {error}"
+            else:
+                problem = None if trial.check is None else trial.check(result)
+        finally:
+            trial.cleanup()
+        if problem is not None:
+            self.problems[problem] += 1
+            raise SampleLost(problem) from error
+
+
+class FreshRunner(_Checked):
+    """Time ``trial.call()`` ``n`` times, on state made fresh for this run by ``fresh()``.
+
+    For contenders whose cost depends on what earlier calls left behind (a rate limiter's key
+    fills up): every timed run gets its own `Trial` from ``fresh()``, made before the clock
+    starts, cleaned up after it stops. A run that raises, or whose check reports a problem,
+    raises `SampleLost` (so its time is not used); ``problems`` counts what went wrong.
+    """
+
+    def __init__(self, fresh: Callable[[], Trial]) -> None:
+        super().__init__()
+        self.fresh = fresh
+
+    def __call__(self, n: int) -> int:
+        trial = self.fresh()
+        call = trial.call
+        loop_items = itertools.repeat(None, n)
+        clock = time.perf_counter_ns
+        result: object = None
+        error: Exception | None = None
+        start = clock()
+        try:
+            for _ in loop_items:
+                result = call()
+        except Exception as failure:
+            error = failure
+        elapsed = clock() - start
+        self._after(trial, result, error)
+        return elapsed
+
+
+class FreshAsyncRunner(_Checked):
+    """Time ``await trial.call()`` done ``n`` times inside one running event loop."""
+
+    def __init__(self, fresh: Callable[[], AsyncTrial], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.fresh = fresh
+        self.loop = loop
+
+    @staticmethod
+    async def _body(
+        call: Callable[[], Awaitable[object]], n: int
+    ) -> tuple[int, object, Exception | None]:
+        loop_items = itertools.repeat(None, n)
+        clock = time.perf_counter_ns
+        result: object = None
+        start = clock()
+        try:
+            for _ in loop_items:
+                result = await call()
+        except Exception as error:
+            return clock() - start, result, error
+        return clock() - start, result, None
+
+    def __call__(self, n: int) -> int:
+        trial = self.fresh()
+        elapsed, result, error = self.loop.run_until_complete(self._body(trial.call, n))
+        self._after(trial, result, error)
+        return elapsed
+
+
 def time_once(run: Runner, n: int) -> int:
     """Run ``n`` iterations with the garbage collector off; return elapsed nanoseconds."""
     gc.collect()
@@ -105,23 +228,38 @@ def run_interleaved(
     target_ns: int,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, dict[str, Measurement]]:
-    """Calibrate every runner, then time them all once per round in rotating order."""
+    """Calibrate every runner, then time them all once per round in rotating order.
+
+    A run that raises `SampleLost` gives no sample; a runner that cannot be calibrated (three
+    tries) is left out, as is one left with no sample at all.
+    """
     results: dict[str, dict[str, Measurement]] = {}
     for scenario, runners in scenarios.items():
         progress(f"calibrating {scenario}")
-        results[scenario] = {
-            name: Measurement(calibrate(run, target_ns)) for name, run in runners.items()
-        }
+        results[scenario] = {}
+        for name, run in runners.items():
+            for _ in range(3):
+                try:
+                    results[scenario][name] = Measurement(calibrate(run, target_ns))
+                    break
+                except SampleLost:
+                    continue
     for index in range(rounds):
         progress(f"round {index + 1}/{rounds}")
         for scenario, runners in scenarios.items():
-            names = list(runners)
-            shift = index % len(names)
+            names = [name for name in runners if name in results[scenario]]
+            shift = index % len(names) if names else 0
             for name in names[shift:] + names[:shift]:
                 measurement = results[scenario][name]
-                elapsed = time_once(runners[name], measurement.iterations)
+                try:
+                    elapsed = time_once(runners[name], measurement.iterations)
+                except SampleLost:
+                    continue
                 measurement.samples.append(elapsed / measurement.iterations)
-    return results
+    return {
+        scenario: {name: m for name, m in measured.items() if m.samples}
+        for scenario, measured in results.items()
+    }
 
 
 def count_sleeps(call: Callable[[], object]) -> int:

@@ -60,6 +60,15 @@ class CountingMemory(MemoryStorage):
         self.decisions += 1
         return super().decide(*args, **kwargs)
 
+    def single(self, algorithm: str, rate: Rate) -> Callable[[str, int], Decision]:
+        inner = super().single(algorithm, rate)
+
+        def counted(key: str, cost: int) -> Decision:
+            self.decisions += 1
+            return inner(key, cost)
+
+        return counted
+
 
 class TestConstruction:
     def test_limit_forms(self):

@@ -69,37 +69,35 @@ error it allows is a microsecond early, far below any real clock's accuracy)."""
 
 
 # -- per-algorithm arithmetic -------------------------------------------------------------------
-# Each ``_x_view`` returns (fits, remaining_after, reset_after, retry_after) for a request of
-# ``cost`` at ``now`` without changing anything that matters; each ``_x_take`` returns the state
-# after admitting it. ``remaining_after`` is what would remain after admitting (or what remains
-# now, if it does not fit). These run for every request: plain arithmetic, no helpers.
+# Each ``_x_step`` looks at a request of ``cost`` at ``now`` and returns
+# (fits, remaining_after, reset_after, retry_after, after): ``remaining_after`` is what would
+# remain after admitting (or what remains now, if it does not fit), ``after`` the state once the
+# request is admitted (``None`` for the log, whose admission :func:`_log_take` applies in place).
+# Nothing is changed that matters: admitting is the caller's choice (all or nothing). These run
+# for every request: plain arithmetic, no helpers.
+
+_Step = tuple[bool, int, float, float, State]
 
 
-def _fixed_view(state: Any, rate: Rate, now: float, cost: int) -> tuple[bool, int, float, float]:
+def _fixed_step(state: Any, rate: Rate, now: float, cost: int) -> _Step:
     if state is not None and now < state[1]:
         count, end = state[0], state[1]
     else:
         count, end = 0.0, now + rate.period
     limit = rate.limit
     if count + cost <= limit:
-        return True, int(limit - count - cost), end - now, 0.0
-    return False, int(limit - count), end - now, end - now
+        return True, int(limit - count - cost), end - now, 0.0, [count + cost, end]
+    return False, int(limit - count), end - now, end - now, None
 
 
-def _fixed_take(state: Any, rate: Rate, now: float, cost: int) -> State:
-    if state is not None and now < state[1]:
-        return [state[0] + cost, state[1]]
-    return [float(cost), now + rate.period]
-
-
-def _log_view(state: Any, rate: Rate, now: float, cost: int) -> tuple[bool, int, float, float]:
+def _log_step(state: Any, rate: Rate, now: float, cost: int) -> _Step:
     period, limit = rate.period, rate.limit
     if state is None:
-        return True, limit - cost, period, 0.0
+        return True, limit - cost, period, 0.0, None
     state.purge(now, period)
     total = state.total
     if total + cost <= limit:
-        return True, limit - total - cost, period, 0.0
+        return True, limit - total - cost, period, 0.0, None
     # The request fits once enough of the oldest entries have left the window.
     need, freed, retry = total + cost - limit, 0, 0.0
     for stamp, spent in state.entries:
@@ -108,7 +106,7 @@ def _log_view(state: Any, rate: Rate, now: float, cost: int) -> tuple[bool, int,
             retry = stamp + period - now
             break
     newest = state.entries[-1][0] if state.entries else now  # empty: cost > limit, never fits
-    return False, limit - total, newest + period - now, retry
+    return False, limit - total, newest + period - now, retry, None
 
 
 def _log_take(state: Any, rate: Rate, now: float, cost: int) -> State:
@@ -119,19 +117,9 @@ def _log_take(state: Any, rate: Rate, now: float, cost: int) -> State:
     return log
 
 
-def _counter_roll(state: Any, period: float, now: float) -> tuple[int, float, float]:
-    index = math.floor(now / period)
-    if state is not None:
-        if state[0] == index:
-            return index, state[1], state[2]
-        if state[0] == index - 1:
-            return index, 0.0, state[1]
-    return index, 0.0, 0.0
-
-
-def _counter_view(state: Any, rate: Rate, now: float, cost: int) -> tuple[bool, int, float, float]:
+def _counter_step(state: Any, rate: Rate, now: float, cost: int) -> _Step:
     period, limit = rate.period, rate.limit
-    index = math.floor(now / period)  # _counter_roll, inlined: this runs for every request
+    index = math.floor(now / period)
     current = previous = 0.0
     if state is not None:
         if state[0] == index:
@@ -141,7 +129,8 @@ def _counter_view(state: Any, rate: Rate, now: float, cost: int) -> tuple[bool, 
     start = index * period
     estimate = previous * (1.0 - (now - start) / period) + current
     if estimate + cost <= limit:
-        return True, math.floor(limit - estimate - cost), start + 2 * period - now, 0.0
+        after = [index, current + cost, previous]
+        return True, math.floor(limit - estimate - cost), start + 2 * period - now, 0.0, after
     if current + cost <= limit:
         # Wait until the previous window's share has decayed enough, within this window.
         retry = start + (1.0 - (limit - current - cost) / previous) * period - now
@@ -151,69 +140,57 @@ def _counter_view(state: Any, rate: Rate, now: float, cost: int) -> tuple[bool, 
         retry = start + period + max(fraction, 0.0) * period - now
     # Rejected, so something was counted: this window's hits weigh until the end of the next.
     reset = start + (2.0 if current else 1.0) * period - now
-    return False, max(0, math.floor(limit - estimate)), reset, max(retry, 0.0)
+    return False, max(0, math.floor(limit - estimate)), reset, max(retry, 0.0), None
 
 
-def _counter_take(state: Any, rate: Rate, now: float, cost: int) -> State:
-    index, current, previous = _counter_roll(state, rate.period, now)
-    return [index, current + cost, previous]
-
-
-def _bucket_view(state: Any, rate: Rate, now: float, cost: int) -> tuple[bool, int, float, float]:
+def _bucket_step(state: Any, rate: Rate, now: float, cost: int) -> _Step:
     limit, period = rate.limit, rate.period
-    per_token = period / limit
-    tokens = float(limit)
-    if state is not None:
+    if state is None:
+        tokens = float(limit)
+    else:  # min(limit, tokens + max(refill, 0)), spelled out
         refill = (now - state[1]) * limit / period
-        tokens = min(tokens, state[0] + (refill if refill > 0.0 else 0.0))
+        tokens = state[0] + refill if refill > 0.0 else state[0]
+        if tokens > limit:
+            tokens = float(limit)
+    per_token = period / limit
     slack = EPSILON / per_token  # the tokens one microsecond brings: absorbs float noise
     if tokens + slack >= cost:
         left = tokens - cost if tokens > cost else 0.0
-        return True, math.floor(left + slack), (limit - left) * per_token, 0.0
+        return True, int(left + slack), (limit - left) * per_token, 0.0, [left, now]
     return (
         False,
-        math.floor(tokens + slack),
+        int(tokens + slack),
         (limit - tokens) * per_token,
         (cost - tokens) * per_token,
+        None,
     )
 
 
-def _bucket_take(state: Any, rate: Rate, now: float, cost: int) -> State:
-    limit = rate.limit
-    tokens = float(limit)
-    if state is not None:
-        refill = (now - state[1]) * limit / rate.period
-        tokens = min(tokens, state[0] + (refill if refill > 0.0 else 0.0))
-    return [tokens - cost if tokens > cost else 0.0, now]
-
-
-def _gcra_view(state: Any, rate: Rate, now: float, cost: int) -> tuple[bool, int, float, float]:
-    period = rate.period
-    interval = period / rate.limit
+def _gcra_step(state: Any, rate: Rate, now: float, cost: int) -> _Step:
+    period, limit = rate.period, rate.limit
+    interval = period / limit
     tat = state[0] if state is not None and state[0] > now else now
     new_tat = tat + cost * interval
     if new_tat - now <= period + EPSILON:
-        return True, math.floor((now + period - new_tat + EPSILON) / interval), new_tat - now, 0.0
+        remaining = math.floor((now + period - new_tat + EPSILON) / interval)
+        # cost * period / limit, not cost * interval: the rounding the Redis script uses too.
+        return True, remaining, new_tat - now, 0.0, [tat + cost * period / limit]
     remaining = math.floor((now + period - tat + EPSILON) / interval)
-    return False, remaining, tat - now, new_tat - period - now
+    return False, remaining, tat - now, new_tat - period - now, None
 
 
-def _gcra_take(state: Any, rate: Rate, now: float, cost: int) -> State:
-    tat = state[0] if state is not None and state[0] > now else now
-    return [tat + cost * rate.period / rate.limit]
+_StepFn = Callable[[Any, Rate, float, int], _Step]
+_TakeFn = Callable[[Any, Rate, float, int], State]
 
-
-_View = Callable[[Any, Rate, float, int], tuple[bool, int, float, float]]
-_Take = Callable[[Any, Rate, float, int], State]
-
-STEPS: dict[str, tuple[_View, _Take]] = {
-    "fixed-window": (_fixed_view, _fixed_take),
-    "sliding-window": (_log_view, _log_take),
-    "sliding-window-counter": (_counter_view, _counter_take),
-    "token-bucket": (_bucket_view, _bucket_take),
-    "gcra": (_gcra_view, _gcra_take),
+STEPS: dict[str, tuple[_StepFn, _TakeFn | None]] = {
+    "fixed-window": (_fixed_step, None),
+    "sliding-window": (_log_step, _log_take),
+    "sliding-window-counter": (_counter_step, None),
+    "token-bucket": (_bucket_step, None),
+    "gcra": (_gcra_step, None),
 }
-"""Algorithm name -> (view, take): the two pure steps of a decision."""
+"""Algorithm name -> (step, take): ``take`` applies an admission in place when the step cannot
+return the state after it (the log); ``None`` means use the step's ``after``."""
 
 
 def decide(
@@ -230,12 +207,12 @@ def decide(
     When every rate admits it and ``consume`` is true, ``states`` is updated in place (each item
     replaced by its new state); otherwise nothing changes.
     """
-    view, take = STEPS[algorithm]
+    step, take = STEPS[algorithm]
     if len(rates) == 1:  # the common case, without the bookkeeping of several rates
         rate = rates[0]
-        fits, remaining, reset, retry = view(states[0], rate, now, cost)
+        fits, remaining, reset, retry, after = step(states[0], rate, now, cost)
         if fits and consume:
-            states[0] = take(states[0], rate, now, cost)
+            states[0] = after if take is None else take(states[0], rate, now, cost)
         return Decision(
             fits,
             rate.limit,
@@ -244,7 +221,7 @@ def decide(
             None if fits else (retry if retry > 0.0 else 0.0),
             rate,
         )
-    views = [view(states[i], rates[i], now, cost) for i in range(len(rates))]
+    views = [step(states[i], rates[i], now, cost) for i in range(len(rates))]
     allowed = True
     for item in views:
         if not item[0]:
@@ -253,7 +230,9 @@ def decide(
     if allowed:
         if consume:
             for index, rate in enumerate(rates):
-                states[index] = take(states[index], rate, now, cost)
+                states[index] = (
+                    views[index][4] if take is None else take(states[index], rate, now, cost)
+                )
         # The binding limit: the least remaining; on a tie, the latest reset.
         binding = 0
         for index in range(1, len(views)):
@@ -265,7 +244,7 @@ def decide(
         for index, item in enumerate(views):
             if not item[0] and (binding < 0 or item[3] > views[binding][3]):
                 binding = index
-    _, remaining, reset, retry = views[binding]
+    _, remaining, reset, retry, _ = views[binding]
     rate = rates[binding]
     return Decision(
         allowed,

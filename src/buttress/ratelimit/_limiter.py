@@ -310,12 +310,17 @@ class Limiter(_GuardedFront):
         )
         self._cache_lock = threading.Lock()
         self._max_cost = min(rate.limit for rate in self.rates)
-        # A memory store never fails: without a cache, hit() calls it directly.
-        self._direct = (
-            self.storage.decide
-            if isinstance(self.storage, MemoryStorage) and self._cache is None
-            else None
-        )
+        # A memory store never fails: without a cache, hit() calls it directly, through a
+        # decision function made for this one rate when there is one.
+        store = self.storage
+        self._direct: Callable[[str, int], Decision] | None = None
+        if isinstance(store, MemoryStorage) and self._cache is None:
+            if len(self.rates) == 1:
+                self._direct = store.single(algorithm, self.rates[0])
+            else:
+                decide, rates = store.decide, self.rates
+                self._direct = lambda key, cost: decide(algorithm, key, rates, cost)
+            self.hit = self._fast_hit(self._direct)  # type: ignore[method-assign,assignment]
 
     def __repr__(self) -> str:
         limits = "; ".join(str(rate) for rate in self.rates)
@@ -406,6 +411,31 @@ class Limiter(_GuardedFront):
             emit(RateLimitDecided(self.name, key, cost, decision, cached), self.listeners)
         return decision
 
+    def _fast_hit(self, direct: Callable[[str, int], Decision]) -> Callable[[str, int], Decision]:
+        """Make this limiter's ``hit`` for a memory store: the checks and the call, nothing more.
+
+        The same behaviour as :meth:`hit` (which it replaces on the instance), in a closure, as
+        attribute look-ups are a good part of a microsecond-long decision.
+        """
+        max_cost, listeners, name, slow = self._max_cost, self.listeners, self.name, self._hit
+        events = _events
+
+        def hit(key: str, cost: int = 1) -> Decision:
+            if (
+                type(key) is str
+                and 0 < len(key) <= _MAX_KEY_LENGTH
+                and type(cost) is int
+                and 0 < cost <= max_cost
+            ):
+                decision = direct(key, cost)
+                if listeners or events._global:  # noqa: SLF001 - the registry's fast check
+                    emit(RateLimitDecided(name, key, cost, decision), listeners)
+                return decision
+            return slow(key, cost)  # raises for the bad argument
+
+        hit.__doc__ = Limiter.hit.__doc__
+        return hit
+
     # -- sync -----------------------------------------------------------------------------------
 
     def hit(self, key: str, cost: int = 1) -> Decision:
@@ -419,13 +449,13 @@ class Limiter(_GuardedFront):
                 int between 1 and the smallest limit. Store faults never raise (see
                 ``on_store_error``).
         """
+        return self._hit(key, cost)
+
+    def _hit(self, key: str, cost: int = 1) -> Decision:
         key, cost = self._check(key, cost)
         direct = self._direct
         if direct is not None:
-            decision = direct(self.algorithm, key, self.rates, cost)
-            if self.listeners or _events._global:  # noqa: SLF001 - the registry's fast check
-                emit(RateLimitDecided(self.name, key, cost, decision), self.listeners)
-            return decision
+            return self._report(key, cost, direct(key, cost), cached=False)
         cached = self._cached(key, cost)
         if cached is not None:
             return self._report(key, cost, cached, cached=True)
