@@ -63,8 +63,8 @@ FFS_ASYNC = "fail, fail, succeed, async"
 
 # Which libraries log during a retry with their default configuration (documented in the output).
 DEFAULT_LOGGING = {
-    "buttress": "an event per retry, logged at INFO on 'buttress.retry' (below the default"
-    " WARNING level: filtered, no record)",
+    "buttress": "INFO per retry on 'buttress.retry'; below the default WARNING level the event"
+    " is not even built",
     "tenacity": "nothing",
     "stamina": "WARNING per retry to logger 'stamina' (stdlib logging, structlog being absent)",
     "backoff": "INFO per retry, ERROR on give-up, to logger 'backoff' (own NullHandler)",
