@@ -71,7 +71,7 @@ class Rejected(ButtressError):
     def __init__(
         self, message: str, *, name: str | None = None, retry_after: float | None = None
     ) -> None:
-        super().__init__(message)
+        Exception.__init__(self, message)  # not super(): rejections are built on hot paths
         self.name = name
         self.retry_after = retry_after
 

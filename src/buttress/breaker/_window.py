@@ -1,0 +1,148 @@
+"""Sliding windows of call outcomes, O(1) per recorded call.
+
+A window keeps three running totals, ``calls``, ``failures`` and ``slow``, over either the last N
+recorded calls (:class:`CountWindow`, a ring buffer) or the last N seconds (:class:`TimeWindow`,
+split into buckets; a bucket leaves the totals when it ages out). Both are pure data structures:
+the breaker calls them under its lock, with the time as an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from buttress._types import check_int, seconds
+
+__all__ = ["CountWindow", "TimeWindow", "Totals", "WindowSpec"]
+
+_FAILURE = 1
+_SLOW = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What a window holds now.
+
+    Attributes:
+        calls: Recorded calls in the window.
+        failures: Of those, failures.
+        slow: Of those, slow calls (successful or not).
+    """
+
+    calls: int
+    failures: int
+    slow: int
+
+    @property
+    def failure_rate(self) -> float:
+        """Failures / calls (0 when empty)."""
+        return self.failures / self.calls if self.calls else 0.0
+
+    @property
+    def slow_rate(self) -> float:
+        """Slow calls / calls (0 when empty)."""
+        return self.slow / self.calls if self.calls else 0.0
+
+
+class CountWindow:
+    """The last ``size`` recorded calls.
+
+    Args:
+        size: How many calls the window holds (``>= 1``).
+    """
+
+    __slots__ = ("_next", "_ring", "calls", "failures", "size", "slow")
+
+    def __init__(self, size: int) -> None:
+        self.size = check_int(size, "size", minimum=1)
+        self._ring = bytearray(self.size)  # per slot: 0 empty or success, bits _FAILURE | _SLOW
+        self._next = 0
+        self.calls = self.failures = self.slow = 0
+
+    def record(self, failure: bool, slow: bool, now: float) -> None:
+        """Add one call's outcome, dropping the oldest when full."""
+        ring, index = self._ring, self._next
+        if self.calls == self.size:
+            old = ring[index]
+            self.failures -= old & _FAILURE
+            self.slow -= (old & _SLOW) >> 1
+        else:
+            self.calls += 1
+        ring[index] = (_FAILURE if failure else 0) | (_SLOW if slow else 0)
+        self.failures += failure
+        self.slow += slow
+        self._next = index + 1 if index + 1 < self.size else 0
+
+    def totals(self, now: float) -> Totals:
+        """The running totals."""
+        return Totals(self.calls, self.failures, self.slow)
+
+    def clear(self) -> None:
+        """Forget every call."""
+        self._ring = bytearray(self.size)
+        self._next = 0
+        self.calls = self.failures = self.slow = 0
+
+
+class TimeWindow:
+    """The calls recorded in the last ``seconds``, in ``buckets`` slots.
+
+    A call leaves the window with its bucket, so the window covers between ``seconds - seconds /
+    buckets`` and ``seconds``.
+
+    Args:
+        seconds: The window's length.
+        buckets: How many slots it is split into (more = finer, more memory).
+    """
+
+    __slots__ = ("_counts", "_ids", "_width", "buckets", "calls", "failures", "seconds", "slow")
+
+    def __init__(self, seconds_: float | timedelta, buckets: int = 10) -> None:
+        self.seconds = seconds(seconds_, "seconds", allow_zero=False)
+        self.buckets = check_int(buckets, "buckets", minimum=1)
+        self._width = self.seconds / self.buckets
+        self._ids = [-1] * self.buckets
+        self._counts = [[0, 0, 0] for _ in range(self.buckets)]  # calls, failures, slow
+        self.calls = self.failures = self.slow = 0
+
+    def _expire(self, now: float) -> int:
+        """Drop buckets older than the window; return the current bucket's index."""
+        current = int(now // self._width)
+        index = current % self.buckets
+        if self._ids[index] != current:
+            # Everything in a slot whose id is older than the window leaves the totals. Only the
+            # slots passed since the last call can be stale, but checking all is still O(buckets).
+            for slot, slot_id in enumerate(self._ids):
+                if slot_id != -1 and current - slot_id >= self.buckets:
+                    counts = self._counts[slot]
+                    self.calls -= counts[0]
+                    self.failures -= counts[1]
+                    self.slow -= counts[2]
+                    counts[0] = counts[1] = counts[2] = 0
+                    self._ids[slot] = -1
+            self._ids[index] = current
+        return index
+
+    def record(self, failure: bool, slow: bool, now: float) -> None:
+        """Add one call's outcome at ``now``."""
+        counts = self._counts[self._expire(now)]
+        counts[0] += 1
+        counts[1] += failure
+        counts[2] += slow
+        self.calls += 1
+        self.failures += failure
+        self.slow += slow
+
+    def totals(self, now: float) -> Totals:
+        """The totals of the calls still in the window at ``now``."""
+        self._expire(now)
+        return Totals(self.calls, self.failures, self.slow)
+
+    def clear(self) -> None:
+        """Forget every call."""
+        self._ids = [-1] * self.buckets
+        self._counts = [[0, 0, 0] for _ in range(self.buckets)]
+        self.calls = self.failures = self.slow = 0
+
+
+WindowSpec = CountWindow | TimeWindow
