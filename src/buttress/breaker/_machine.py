@@ -102,6 +102,7 @@ class Machine:
     """The mutable state of one breaker, driven by the rules. Thread-safe."""
 
     __slots__ = (
+        "_counting",
         "_lock",
         "_windowed",
         "consecutive",
@@ -125,6 +126,7 @@ class Machine:
         )
         # Whether anything reads the window; if not, successes need no bookkeeping at all.
         self._windowed = rules.failure_rate is not None or rules.slow_call_rate is not None
+        self._counting = self._windowed and rules.window_type == "count"  # lock-free successes
         self.state = CLOSED
         self.generation = 0  # changes with every transition
         self.consecutive = 0  # failures in a row while CLOSED
@@ -171,7 +173,7 @@ class Machine:
 
     # -- outcomes -------------------------------------------------------------------------------
 
-    def record(  # noqa: PLR0911 - one early return per state reads best
+    def record(  # noqa: PLR0911, PLR0912 - one early return per state reads best
         self, generation: int, failure: bool, slow: bool, now: float
     ) -> Transition | None:
         """Report the outcome of a call admitted with ``generation``.
@@ -179,26 +181,30 @@ class Machine:
         Returns:
             The transition it caused, if any.
         """
-        if (
-            not failure
-            and self.consecutive == 0
-            and not self._windowed
-            and self.state is CLOSED
-            and generation == self.generation
-        ):
-            return None  # a success with nothing to count: no lock, the common case
+        if not (failure or slow) and self.state is CLOSED and generation == self.generation:
+            # The common case, a plain success while closed: no lock unless something changes.
+            window = self.window
+            if self._counting:
+                number = window.add_success()  # type: ignore[union-attr]  # a CountWindow
+                if number + 1 != self.rules.min_calls and not self.consecutive:
+                    return None  # a success completing min_calls may trip a rate: judged below
+            elif not self._windowed and not self.consecutive:
+                return None
+            with self._lock:
+                if self.state is not CLOSED or generation != self.generation:
+                    return None
+                if not self._counting and self._windowed:
+                    window.record(False, False, now)
+                self.consecutive = 0
+                reason = self._trip_reason(now)
+                return self._trip(now, reason) if reason is not None else None
         with self._lock:
             state = self.state
             if generation != self.generation:
                 return None  # admitted under an earlier state: not this state's business
             if state is CLOSED:
                 if self._windowed:
-                    window = self.window
-                    window.record(failure, slow, now)
-                    # A plain success can only trip a rate when it completes min_calls.
-                    if not (failure or slow or window.calls == self.rules.min_calls):
-                        self.consecutive = 0
-                        return None
+                    self.window.record(failure, slow, now)
                 if failure:
                     self.consecutive += 1
                 else:
@@ -229,20 +235,16 @@ class Machine:
             return f"{self.consecutive} failures in a row"
         if not self._windowed:
             return None
-        window = self.window
-        if isinstance(window, TimeWindow):
-            window.totals(now)  # ages out old buckets; the running totals below are then current
-        calls = window.calls
+        totals = self.window.totals(now)
+        calls = totals.calls
         if calls < rules.min_calls:
             return None
         threshold = rules.failure_rate
-        if threshold is not None and window.failures >= threshold * calls:
-            return (
-                f"failure rate {window.failures / calls:.0%} >= {threshold:.0%} over {calls} calls"
-            )
+        if threshold is not None and totals.failures >= threshold * calls:
+            return f"failure rate {totals.failure_rate:.0%} >= {threshold:.0%} over {calls} calls"
         threshold = rules.slow_call_rate
-        if threshold is not None and window.slow >= threshold * calls:
-            return f"slow-call rate {window.slow / calls:.0%} >= {threshold:.0%} over {calls} calls"
+        if threshold is not None and totals.slow >= threshold * calls:
+            return f"slow-call rate {totals.slow_rate:.0%} >= {threshold:.0%} over {calls} calls"
         return None
 
     # -- transitions (under the lock) -----------------------------------------------------------

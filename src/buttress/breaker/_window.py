@@ -1,22 +1,21 @@
 """Sliding windows of call outcomes, O(1) per recorded call.
 
-A window keeps three running totals, ``calls``, ``failures`` and ``slow``, over either the last N
-recorded calls (:class:`CountWindow`, a ring buffer) or the last N seconds (:class:`TimeWindow`,
-split into buckets; a bucket leaves the totals when it ages out). Both are pure data structures:
-the breaker calls them under its lock, with the time as an argument.
+A window answers three totals, ``calls``, ``failures`` and ``slow``, over either the last N
+recorded calls (:class:`CountWindow`) or the last N seconds (:class:`TimeWindow`, split into
+buckets; a bucket leaves the totals when it ages out). Both are pure data structures: the breaker
+calls them under its lock (except :meth:`CountWindow.add_success`), with the time as an argument.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 
 from buttress._types import check_int, seconds
 
 __all__ = ["CountWindow", "TimeWindow", "Totals", "WindowSpec"]
-
-_FAILURE = 1
-_SLOW = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,41 +46,53 @@ class Totals:
 class CountWindow:
     """The last ``size`` recorded calls.
 
+    Calls are numbered in order. Successes only take a number (``next()`` on an
+    :func:`itertools.count`, atomic in CPython), so the success path needs no lock; failures and
+    slow calls also keep their numbers in a queue, under the breaker's lock, and leave it once
+    ``size`` newer calls came. Every operation is O(1) amortised.
+
     Args:
         size: How many calls the window holds (``>= 1``).
     """
 
-    __slots__ = ("_next", "_ring", "calls", "failures", "size", "slow")
+    __slots__ = ("_failures", "_sequence", "_slow", "size")
 
     def __init__(self, size: int) -> None:
         self.size = check_int(size, "size", minimum=1)
-        self._ring = bytearray(self.size)  # per slot: 0 empty or success, bits _FAILURE | _SLOW
-        self._next = 0
-        self.calls = self.failures = self.slow = 0
+        self._sequence = itertools.count()
+        self._failures: deque[int] = deque()
+        self._slow: deque[int] = deque()
+
+    def add_success(self) -> int:
+        """Count a plain success (neither failed nor slow) without a lock; return its number."""
+        return next(self._sequence)
 
     def record(self, failure: bool, slow: bool, now: float) -> None:
-        """Add one call's outcome, dropping the oldest when full."""
-        ring, index = self._ring, self._next
-        if self.calls == self.size:
-            old = ring[index]
-            self.failures -= old & _FAILURE
-            self.slow -= (old & _SLOW) >> 1
-        else:
-            self.calls += 1
-        ring[index] = (_FAILURE if failure else 0) | (_SLOW if slow else 0)
-        self.failures += failure
-        self.slow += slow
-        self._next = index + 1 if index + 1 < self.size else 0
+        """Add one call's outcome (call under the breaker's lock)."""
+        number = next(self._sequence)
+        if failure:
+            self._failures.append(number)
+        if slow:
+            self._slow.append(number)
+        self._trim(number)
+
+    def _trim(self, last: int) -> None:
+        horizon = last - self.size  # numbers at or below it have left the window
+        for queue in (self._failures, self._slow):
+            while queue and queue[0] <= horizon:
+                queue.popleft()
 
     def totals(self, now: float) -> Totals:
-        """The running totals."""
-        return Totals(self.calls, self.failures, self.slow)
+        """The totals of the last ``size`` calls (call under the breaker's lock)."""
+        taken: int = self._sequence.__reduce__()[1][0]  # type: ignore[assignment]  # next number
+        self._trim(taken - 1)
+        return Totals(min(taken, self.size), len(self._failures), len(self._slow))
 
     def clear(self) -> None:
         """Forget every call."""
-        self._ring = bytearray(self.size)
-        self._next = 0
-        self.calls = self.failures = self.slow = 0
+        self._sequence = itertools.count()
+        self._failures.clear()
+        self._slow.clear()
 
 
 class TimeWindow:
