@@ -292,7 +292,7 @@ class CircuitBreaker:
             if not callable(getattr(clock, method, None)):
                 raise TypeError(f"clock must provide {method}(), got {type(clock).__name__}")
         self.clock = clock
-        self._machine = Machine(self.rules)
+        self._machine = Machine(self.rules, clock.now)
         self._open_message = f"circuit breaker {name!r} is open (see retry_after)"
         # Read the clock on the success path only when a rule needs the time.
         self._timed = slow is not None or window_type == "time"
@@ -448,13 +448,14 @@ class CircuitBreaker:
         else:
             predicate = self.failure_if_result
             failure = judge_result and predicate is not None and bool(predicate(result))
+        now: float | None = None  # unless timed, the machine reads the clock if this trips
+        duration: float | None = None
+        is_slow = False
         if self._timed:
             now = self.clock.now()
-            duration: float | None = now - start
+            duration = now - start
             slow = self.rules.slow_call_duration
-            is_slow = slow is not None and duration is not None and duration >= slow
-        else:
-            now, duration, is_slow = 0.0, None, False
+            is_slow = slow is not None and duration >= slow
         state = machine.state
         transition = machine.record(generation, failure, is_slow, now)
         self._call_event("failure" if failure else "success", state, duration, error)
@@ -503,7 +504,7 @@ class CircuitBreaker:
                 finish(generation, start, error, None)
                 raise
             if plain and not (listeners or events._global):  # noqa: SLF001 - the fast check
-                changed(record(generation, False, False, 0.0))
+                changed(record(generation, False, False, None))
             else:
                 finish(generation, start, None, result)
             return result
@@ -541,7 +542,7 @@ class CircuitBreaker:
                 finish(generation, start, error, None)
                 raise
             if plain and not (listeners or events._global):  # noqa: SLF001 - the fast check
-                changed(record(generation, False, False, 0.0))
+                changed(record(generation, False, False, None))
             else:
                 finish(generation, start, None, result)
             return result

@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from buttress.breaker._window import CountWindow, TimeWindow, Totals
@@ -102,6 +103,7 @@ class Machine:
     """The mutable state of one breaker, driven by the rules. Thread-safe."""
 
     __slots__ = (
+        "_clock_now",
         "_counting",
         "_lock",
         "_windowed",
@@ -116,8 +118,9 @@ class Machine:
         "window",
     )
 
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, rules: Rules, clock_now: Callable[[], float]) -> None:
         self.rules = rules
+        self._clock_now = clock_now  # read only when a trip needs the time and none was given
         self._lock = threading.Lock()
         self.window: CountWindow | TimeWindow = (
             CountWindow(int(rules.window_size))
@@ -174,9 +177,12 @@ class Machine:
     # -- outcomes -------------------------------------------------------------------------------
 
     def record(  # noqa: PLR0911, PLR0912 - one early return per state reads best
-        self, generation: int, failure: bool, slow: bool, now: float
+        self, generation: int, failure: bool, slow: bool, now: float | None
     ) -> Transition | None:
         """Report the outcome of a call admitted with ``generation``.
+
+        ``now`` may be ``None`` when no rule needs the time of the outcome (a count window, no
+        slow calls); the machine then reads its clock only if the outcome trips the breaker.
 
         Returns:
             The transition it caused, if any.
@@ -194,33 +200,33 @@ class Machine:
                 if self.state is not CLOSED or generation != self.generation:
                     return None
                 if not self._counting and self._windowed:
-                    window.record(False, False, now)
+                    window.record(False, False, now or 0.0)
                 self.consecutive = 0
-                reason = self._trip_reason(now)
-                return self._trip(now, reason) if reason is not None else None
+                reason = self._trip_reason(now or 0.0)
+                return self._trip(self._when(now), reason) if reason is not None else None
         with self._lock:
             state = self.state
             if generation != self.generation:
                 return None  # admitted under an earlier state: not this state's business
             if state is CLOSED:
                 if self._windowed:
-                    self.window.record(failure, slow, now)
+                    self.window.record(failure, slow, now or 0.0)
                 if failure:
                     self.consecutive += 1
                 else:
                     self.consecutive = 0
-                reason = self._trip_reason(now)
-                return self._trip(now, reason) if reason is not None else None
+                reason = self._trip_reason(now or 0.0)
+                return self._trip(self._when(now), reason) if reason is not None else None
             if state is HALF_OPEN:
                 self.in_flight -= 1
                 if failure:
-                    return self._trip(now, "a trial call failed")
+                    return self._trip(self._when(now), "a trial call failed")
                 self.successes += 1
                 if self.successes >= self.rules.success_threshold:
                     return self._close(f"{self.successes} trial call(s) succeeded")
                 return None
             if state is DISABLED:
-                self.window.record(failure, slow, now)
+                self.window.record(failure, slow, now or 0.0)
             return None
 
     def release(self, generation: int) -> None:
@@ -228,6 +234,9 @@ class Machine:
         with self._lock:
             if generation == self.generation and self.state is HALF_OPEN:
                 self.in_flight -= 1
+
+    def _when(self, now: float | None) -> float:
+        return self._clock_now() if now is None else now
 
     def _trip_reason(self, now: float) -> str | None:
         rules = self.rules
@@ -290,8 +299,8 @@ class Machine:
                     self.consecutive = self.trips = 0
                     return None
                 return self._close(reason)
-            if state is self.state:
-                return None
+            if state is self.state and state is not HALF_OPEN:
+                return None  # (half_open() again restarts the trials, like open() the period)
             if state is DISABLED:
                 self.window.clear()
             return self._move(state, reason)

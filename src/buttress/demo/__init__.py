@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from buttress.demo import retry_database_connection
+from buttress.demo import circuit_breaker, retry_database_connection
 
 __all__ = ["DEMOS", "run"]
 
@@ -16,6 +16,10 @@ DEMOS: dict[str, tuple[str, Callable[[int], None]]] = {
     "retry": (
         "the chapter's flaky database connection, retried three times",
         retry_database_connection.main,
+    ),
+    "breaker": (
+        "the chapter's fragile function behind a circuit breaker (fail_max=2), shortened",
+        circuit_breaker.main,
     ),
 }
 """Scenario name -> (what it shows, its ``main(seed)``)."""

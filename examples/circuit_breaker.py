@@ -1,0 +1,1 @@
+../src/buttress/demo/circuit_breaker.py
