@@ -154,3 +154,14 @@ class StorageError(ButtressError):
 
 class ConfigurationError(ButtressError, ValueError):
     """A policy was configured wrongly. It is also a builtin :class:`ValueError`."""
+
+
+def _circuit_open(message: str, name: str, retry_after: float) -> CircuitOpen:
+    """Build a CircuitOpen on the hot path: no Python-level __init__ call, same instance."""
+    error = _new(CircuitOpen, message)
+    error.name = name
+    error.retry_after = retry_after
+    return error
+
+
+_new = CircuitOpen.__new__

@@ -19,7 +19,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, cast, get_args
 
 from buttress import _events
 from buttress._clock import Clock, system_clock
-from buttress._errors import CircuitOpen
+from buttress._errors import CircuitOpen, _circuit_open
 from buttress._events import Listener, check_listeners, emit
 from buttress._types import Duration, check_int, seconds, seconds_or_none
 from buttress.breaker._events import BreakerCall, BreakerStateChanged, CallOutcome
@@ -33,6 +33,7 @@ from buttress.breaker._machine import (
     State,
     Transition,
 )
+from buttress.breaker._window import CountWindow
 
 __all__ = ["BreakerMetrics", "BreakerRegistry", "CircuitBreaker", "Guard", "breaker_registry"]
 
@@ -275,8 +276,11 @@ class CircuitBreaker:
         self._record = _exception_types(record, "record")
         ignored_types: list[type[BaseException]] = []
         self._ignore_predicates: list[Callable[[BaseException], bool]] = []
-        for item in ignore if isinstance(ignore, (list, tuple, set, frozenset)) else (ignore,):
-            if isinstance(item, type) and issubclass(item, BaseException):
+        single = isinstance(ignore, type) or (callable(ignore) and not hasattr(ignore, "__iter__"))
+        for item in (ignore,) if single else ignore:
+            if isinstance(item, type):
+                if not issubclass(item, BaseException):
+                    raise TypeError(f"ignore must hold exception types or predicates, got {item!r}")
                 ignored_types.append(item)
             elif callable(item):
                 self._ignore_predicates.append(item)
@@ -395,10 +399,14 @@ class CircuitBreaker:
         if state is OPEN:
             until = machine.open_until
             if now < until:  # the common rejection: no lock, a fresh exception, nothing else
+                if not (self.listeners or _events._global):  # noqa: SLF001 - the fast check
+                    raise _circuit_open(self._open_message, self.name, until - now)
                 error = CircuitOpen(self._open_message, name=self.name, retry_after=until - now)
-                if self.listeners or _events._global:  # noqa: SLF001 - the fast check
+                try:
                     self._call_event("rejected", state, None, error)
-                raise error
+                    raise error
+                finally:
+                    del error
         generation, transition = machine.acquire(now)
         self._changed(transition)
         if generation < 0:
@@ -443,7 +451,7 @@ class CircuitBreaker:
             failure = self._classify(error)
             if failure is None:
                 machine.release(generation)
-                self._call_event("ignored", machine.state, None, error)
+                self._call_event("ignored", machine.state_of(generation), None, error)
                 return
         else:
             predicate = self.failure_if_result
@@ -456,7 +464,7 @@ class CircuitBreaker:
             duration = now - start
             slow = self.rules.slow_call_duration
             is_slow = slow is not None and duration >= slow
-        state = machine.state
+        state = machine.state_of(generation)
         transition = machine.record(generation, failure, is_slow, now)
         self._call_event("failure" if failure else "success", state, duration, error)
         self._changed(transition)
@@ -485,11 +493,27 @@ class CircuitBreaker:
         plain = self.failure_if_result is None and not timed
         record, listeners, events, changed = machine.record, self.listeners, _events, self._changed
         has_fallback = self.fallback is not _NO_FALLBACK
+        open_message, name = self._open_message, self.name
+        fast = plain and not listeners
+        windowed = machine.windowed
+        min_calls = self.rules.min_calls
+        window = machine.window
+        add_success = (
+            window.add_success if machine.counting and isinstance(window, CountWindow) else None
+        )
 
         @functools.wraps(fn)
-        def protected(*args: P.args, **kwargs: P.kwargs) -> R:
-            if machine.state is closed:
+        def protected(*args: P.args, **kwargs: P.kwargs) -> R:  # noqa: PLR0912 - inlined paths
+            state = machine.state
+            if state is closed:
                 generation = machine.generation
+            elif (
+                state is OPEN
+                and not has_fallback
+                and (moment := now()) < (until := machine.open_until)
+                and not (listeners or events._global)  # noqa: SLF001 - the fast check
+            ):
+                raise _circuit_open(open_message, name, until - moment)
             elif has_fallback:
                 try:
                     generation = admit()
@@ -503,8 +527,25 @@ class CircuitBreaker:
             except BaseException as error:
                 finish(generation, start, error, None)
                 raise
-            if plain and not (listeners or events._global):  # noqa: SLF001 - the fast check
-                changed(record(generation, False, False, None))
+            if fast and not events._global:  # noqa: SLF001 - the fast check
+                # A plain success while closed, decided here without a call (see Machine.record).
+                if (
+                    machine.state is closed
+                    and generation == machine.generation
+                    and not machine.consecutive
+                ):
+                    if add_success is not None:
+                        if add_success() + 1 != min_calls:
+                            return result
+                        transition = machine.judge_success(generation, None)
+                        if transition is not None:
+                            changed(transition)
+                        return result
+                    if not windowed:
+                        return result
+                transition = record(generation, False, False, None)
+                if transition is not None:
+                    changed(transition)
             else:
                 finish(generation, start, None, result)
             return result
@@ -520,11 +561,29 @@ class CircuitBreaker:
         plain = self.failure_if_result is None and not timed
         record, listeners, events, changed = machine.record, self.listeners, _events, self._changed
         has_fallback = self.fallback is not _NO_FALLBACK
+        open_message, name = self._open_message, self.name
+        fast = plain and not listeners
+        windowed = machine.windowed
+        min_calls = self.rules.min_calls
+        window = machine.window
+        add_success = (
+            window.add_success if machine.counting and isinstance(window, CountWindow) else None
+        )
 
         @functools.wraps(fn)
-        async def protected(*args: P.args, **kwargs: P.kwargs) -> T:
-            if machine.state is closed:
+        async def protected(  # noqa: PLR0912 - the paths are inlined for speed
+            *args: P.args, **kwargs: P.kwargs
+        ) -> T:
+            state = machine.state
+            if state is closed:
                 generation = machine.generation
+            elif (
+                state is OPEN
+                and not has_fallback
+                and (moment := now()) < (until := machine.open_until)
+                and not (listeners or events._global)  # noqa: SLF001 - the fast check
+            ):
+                raise _circuit_open(open_message, name, until - moment)
             elif has_fallback:
                 try:
                     generation = admit()
@@ -541,8 +600,25 @@ class CircuitBreaker:
             except BaseException as error:
                 finish(generation, start, error, None)
                 raise
-            if plain and not (listeners or events._global):  # noqa: SLF001 - the fast check
-                changed(record(generation, False, False, None))
+            if fast and not events._global:  # noqa: SLF001 - the fast check
+                # A plain success while closed, decided here without a call (see Machine.record).
+                if (
+                    machine.state is closed
+                    and generation == machine.generation
+                    and not machine.consecutive
+                ):
+                    if add_success is not None:
+                        if add_success() + 1 != min_calls:
+                            return result
+                        transition = machine.judge_success(generation, None)
+                        if transition is not None:
+                            changed(transition)
+                        return result
+                    if not windowed:
+                        return result
+                transition = record(generation, False, False, None)
+                if transition is not None:
+                    changed(transition)
             else:
                 finish(generation, start, None, result)
             return result

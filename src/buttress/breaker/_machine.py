@@ -104,10 +104,11 @@ class Machine:
 
     __slots__ = (
         "_clock_now",
-        "_counting",
+        "_history",
         "_lock",
-        "_windowed",
+        "_min_calls",
         "consecutive",
+        "counting",
         "generation",
         "in_flight",
         "open_until",
@@ -116,6 +117,7 @@ class Machine:
         "successes",
         "trips",
         "window",
+        "windowed",
     )
 
     def __init__(self, rules: Rules, clock_now: Callable[[], float]) -> None:
@@ -128,10 +130,12 @@ class Machine:
             else TimeWindow(rules.window_size, rules.window_buckets)
         )
         # Whether anything reads the window; if not, successes need no bookkeeping at all.
-        self._windowed = rules.failure_rate is not None or rules.slow_call_rate is not None
-        self._counting = self._windowed and rules.window_type == "count"  # lock-free successes
+        self.windowed = rules.failure_rate is not None or rules.slow_call_rate is not None
+        self.counting = self.windowed and rules.window_type == "count"  # lock-free successes
+        self._min_calls = rules.min_calls
         self.state = CLOSED
         self.generation = 0  # changes with every transition
+        self._history: dict[int, State] = {0: CLOSED}
         self.consecutive = 0  # failures in a row while CLOSED
         self.open_until = -math.inf
         self.trips = 0  # trips in a row (reset when the breaker closes)
@@ -165,6 +169,10 @@ class Machine:
                 return self.generation, transition
             return -1, transition
 
+    def state_of(self, generation: int) -> State:
+        """The state a call admitted with ``generation`` was admitted in (recent ones)."""
+        return self._history.get(generation, self.state)
+
     def retry_after(self, now: float) -> float | None:
         """Seconds until a call may be admitted: ``None`` if forced open, 0 when trials are busy."""
         state = self.state
@@ -175,6 +183,17 @@ class Machine:
         return 0.0
 
     # -- outcomes -------------------------------------------------------------------------------
+
+    def judge_success(self, generation: int, now: float | None) -> Transition | None:
+        """A plain success already counted by a count window (or not windowed): judge it."""
+        with self._lock:
+            if self.state is not CLOSED or generation != self.generation:
+                return None
+            if not self.counting and self.windowed:
+                self.window.record(False, False, now or 0.0)
+            self.consecutive = 0
+            reason = self._trip_reason(now or 0.0)
+            return self._trip(self._when(now), reason) if reason is not None else None
 
     def record(  # noqa: PLR0911, PLR0912 - one early return per state reads best
         self, generation: int, failure: bool, slow: bool, now: float | None
@@ -190,26 +209,19 @@ class Machine:
         if not (failure or slow) and self.state is CLOSED and generation == self.generation:
             # The common case, a plain success while closed: no lock unless something changes.
             window = self.window
-            if self._counting:
+            if self.counting:
                 number = window.add_success()  # type: ignore[union-attr]  # a CountWindow
-                if number + 1 != self.rules.min_calls and not self.consecutive:
+                if number + 1 != self._min_calls and not self.consecutive:
                     return None  # a success completing min_calls may trip a rate: judged below
-            elif not self._windowed and not self.consecutive:
+            elif not self.windowed and not self.consecutive:
                 return None
-            with self._lock:
-                if self.state is not CLOSED or generation != self.generation:
-                    return None
-                if not self._counting and self._windowed:
-                    window.record(False, False, now or 0.0)
-                self.consecutive = 0
-                reason = self._trip_reason(now or 0.0)
-                return self._trip(self._when(now), reason) if reason is not None else None
+            return self.judge_success(generation, now)
         with self._lock:
             state = self.state
             if generation != self.generation:
                 return None  # admitted under an earlier state: not this state's business
             if state is CLOSED:
-                if self._windowed:
+                if self.windowed:
                     self.window.record(failure, slow, now or 0.0)
                 if failure:
                     self.consecutive += 1
@@ -242,7 +254,7 @@ class Machine:
         rules = self.rules
         if rules.fail_max is not None and self.consecutive >= rules.fail_max:
             return f"{self.consecutive} failures in a row"
-        if not self._windowed:
+        if not self.windowed:
             return None
         totals = self.window.totals(now)
         calls = totals.calls
@@ -261,6 +273,10 @@ class Machine:
     def _move(self, new: State, reason: str, open_for: float | None = None) -> Transition:
         old, self.state = self.state, new
         self.generation += 1
+        history = self._history  # the state of recent generations, for late call events
+        history[self.generation] = new
+        if len(history) > 16:
+            del history[next(iter(history))]
         self.in_flight = 0
         self.successes = 0
         return Transition(old, new, reason, open_for)
@@ -268,7 +284,10 @@ class Machine:
     def _trip(self, now: float, reason: str) -> Transition:
         rules = self.rules
         self.trips += 1
-        period = rules.reset_timeout * rules.reset_timeout_multiplier ** (self.trips - 1)
+        try:
+            period = rules.reset_timeout * rules.reset_timeout_multiplier ** (self.trips - 1)
+        except OverflowError:  # a very long outage: the period is long past the cap
+            period = rules.reset_timeout_max
         period = min(period, rules.reset_timeout_max)
         self.open_until = now + period
         self.consecutive = 0

@@ -55,17 +55,14 @@ class CountWindow:
         size: How many calls the window holds (``>= 1``).
     """
 
-    __slots__ = ("_failures", "_sequence", "_slow", "size")
+    __slots__ = ("_failures", "_sequence", "_slow", "add_success", "size")
 
     def __init__(self, size: int) -> None:
         self.size = check_int(size, "size", minimum=1)
         self._sequence = itertools.count()
+        self.add_success = self._sequence.__next__
         self._failures: deque[int] = deque()
         self._slow: deque[int] = deque()
-
-    def add_success(self) -> int:
-        """Count a plain success (neither failed nor slow) without a lock; return its number."""
-        return next(self._sequence)
 
     def record(self, failure: bool, slow: bool, now: float) -> None:
         """Add one call's outcome (call under the breaker's lock)."""
@@ -91,6 +88,7 @@ class CountWindow:
     def clear(self) -> None:
         """Forget every call."""
         self._sequence = itertools.count()
+        self.add_success = self._sequence.__next__
         self._failures.clear()
         self._slow.clear()
 
