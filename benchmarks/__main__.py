@@ -1,4 +1,7 @@
-"""Command line: ``python -m benchmarks {retry,ratelimit} [--rounds N] [--quick] [--json PATH]``."""
+"""Command line: ``python -m benchmarks {retry,ratelimit,breaker} [options]``.
+
+Each benchmark takes ``--rounds N``, ``--quick`` and ``--json PATH`` (``--help`` lists the rest).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import argparse
 import sys
 
 try:
-    from benchmarks import ratelimit, retry
+    from benchmarks import breaker, ratelimit, retry
 except ImportError as error:
     sys.exit(
         f"python -m benchmarks cannot import {error.name!r}: it needs buttress and the peer"
@@ -30,7 +33,15 @@ def main(argv: list[str] | None = None) -> int:
             help="rate limiters in memory and on Redis: admitted, rejected, cached, 8 processes",
         )
     )
+    breaker.add_arguments(
+        commands.add_parser(
+            "breaker",
+            help="circuit breakers: success path and rejection while open, sync and async",
+        )
+    )
     args = parser.parse_args(argv)
+    if args.benchmark == "breaker":
+        return breaker.run(args)
     if args.benchmark == "ratelimit":
         return ratelimit.run(args)
     return retry.run(args)

@@ -314,3 +314,36 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+@dataclass
+class Target:
+    """One of an issue's targets with its verdict (``None``: a contender was not measured).
+
+    Attributes:
+        label: The target in words.
+        passed: The verdict, or ``None`` when it could not be judged.
+        details: Lines with the figures behind the verdict.
+        required: ``False`` for a line reported alongside the targets but not one of them.
+    """
+
+    label: str
+    passed: bool | None
+    details: list[str]
+    required: bool = True
+
+
+def format_targets(targets: Sequence[Target]) -> list[str]:
+    """Render targets as ``PASS``/``FAIL``/``N/A`` lines, each followed by its details."""
+    lines: list[str] = []
+    for target in targets:
+        verdict = {True: "PASS", False: "FAIL", None: "N/A "}[target.passed]
+        note = "" if target.required else " [reported, not a target]"
+        lines.append(f"{verdict}  {target.label}{note}")
+        lines += [f"      {detail}" for detail in target.details]
+    return lines
+
+
+def print_progress(text: str) -> None:
+    """The benchmarks' progress lines, on stderr so that stdout holds only the report."""
+    print(f"... {text}", file=sys.stderr, flush=True)
