@@ -8,7 +8,13 @@ import inspect
 import pytest
 
 # Packages whose __init__ is a pure re-export front (sorting is enforced by ruff's RUF022).
-FRONTS = ["buttress", "buttress.retry", "buttress.ratelimit", "buttress.storage", "buttress.breaker"]
+FRONTS = [
+    "buttress",
+    "buttress.retry",
+    "buttress.ratelimit",
+    "buttress.storage",
+    "buttress.breaker",
+]
 
 
 @pytest.mark.parametrize("name", FRONTS)

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import pytest
 import redis
@@ -99,8 +99,7 @@ def raw(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def state_keys(prefix: str, key: str, algorithm: str, rate: Rate) -> list[str]:
-    name = f"{{{prefix}:{key}}}:{SHORT[algorithm]}:{rate.limit}:{rate.period!r}"
-    return [name, f"{name}:total"] if algorithm == "sliding-window" else [name]
+    return [f"{{{prefix}:{key}}}:{SHORT[algorithm]}:{rate.limit}:{rate.period!r}"]
 
 
 def keys_of(raw: redis.Redis, prefix: str) -> list[str]:
@@ -263,25 +262,73 @@ class TestSameAnswersAsMemory:
 
 
 class TestRobustness:
-    def test_the_log_recounts_a_lost_sum(self, store, raw, prefix):
-        rate = Rate(4, per=10)
+    def test_the_log_forgets_what_left_the_window(self, store, raw, prefix):
+        # Peeks and rejections only read the log; the next admission removes the entries that
+        # have left the window. Every answer is the memory store's all along.
+        rate = Rate(3, per=10)
         memory = MemoryStorage()
-        for at in (0.0, 1.0, 2.0):
-            assert store.decide("sliding-window", "k", (rate,), 1, now=at) == memory.decide(
-                "sliding-window", "k", (rate,), 1, now=at
-            )
-        total = state_keys(prefix, "k", "sliding-window", rate)[1]
-        raw.delete(total)  # as maxmemory eviction might
-        for at in (3.0, 3.5, 10.5, 11.0):
+        (log,) = state_keys(prefix, "k", "sliding-window", rate)
+        steps = [
+            (0.0, 1, True),
+            (1.0, 1, True),
+            (2.0, 1, True),
+            (5.0, 1, True),  # rejected
+            (10.0, 1, False),  # the entry of 0.0 has left: a peek that fits
+            (10.5, 2, True),  # rejected, until 1.0 leaves
+        ]
+        for at, cost, consume in steps:
+            got = store.decide("sliding-window", "k", (rate,), cost, consume=consume, now=at)
+            want = memory.decide("sliding-window", "k", (rate,), cost, consume=consume, now=at)
+            assert got == want, at
+        assert raw.zcard(log) == 3
+        got = store.decide("sliding-window", "k", (rate,), 2, now=11.0)
+        assert got == memory.decide("sliding-window", "k", (rate,), 2, now=11.0)
+        assert got.allowed
+        assert raw.zcard(log) == 2  # 2.0 and 11.0
+
+    def test_the_log_counts_exactly_when_the_clock_goes_back(self, store):
+        rate = Rate(3, per=10)
+        memory = MemoryStorage()
+        for at in (100.0, 99.0, 99.5, 99.5, 105.0):
             got = store.decide("sliding-window", "k", (rate,), 1, now=at)
-            assert got == memory.decide("sliding-window", "k", (rate,), 1, now=at), at
-        assert raw.get(total) is not None
+            want = memory.decide("sliding-window", "k", (rate,), 1, now=at)
+            assert (got.allowed, got.remaining) == (want.allowed, want.remaining), at
+
+    @pytest.mark.parametrize(
+        "history",
+        [
+            [(0.0, 1), (1.0, 0), (2.0, 0), (2.0, 0), (3.0, 1), (4.0, 1), (11.5, 1)],
+            # Requests of cost 0 and 1 at one time, the oldest in the window once 0.0 has left.
+            [(0.0, 1), (5.0, 1), (5.0, 0), (5.0, 0), (5.0, 2), (5.0, 0), (10.5, 1), (10.5, 1)],
+        ],
+    )
+    def test_requests_of_cost_zero_are_logged(self, store, history):
+        rates = (Rate(8, per=10),)
+        memory = MemoryStorage()
+        for algorithm in ALGORITHMS:
+            for at, cost in history:
+                got = store.decide(algorithm, "k", rates, cost, now=at)
+                assert got == memory.decide(algorithm, "k", rates, cost, now=at), (at, cost)
+
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    def test_long_keys_and_extreme_rates(self, store, algorithm):
+        # The scripts read limit and period back from the end of the key's name.
+        key = "x" * 300 + ":9:9.5}:fw:1:1.0"  # a key that looks like the end of a key name
+        memory = MemoryStorage()
+        rates = (Rate(2**53, per=123456.78901234567), Rate(7, per=315_359_999.99999994))
+        for at in (1000.0, 1000.25, 1001.0):
+            for chosen in (rates[:1], rates[1:], rates):
+                got = store.decide(algorithm, key, chosen, 3, now=at)
+                assert got == memory.decide(algorithm, key, chosen, 3, now=at), (at, chosen)
+        shortest = (Rate(2**53 - 1, per=0.0012345678901234567),)  # the longest period repr
+        got = store.decide(algorithm, key, shortest, 1, consume=False, now=1000.0)
+        assert got == memory.decide(algorithm, key, shortest, 1, consume=False, now=1000.0)
 
     def test_a_lost_log_is_a_fresh_one(self, store, raw, prefix):
         rate = Rate(2, per=10)
         for at in (0.0, 1.0):
             assert store.decide("sliding-window", "k", (rate,), 1, now=at).allowed
-        log, _ = state_keys(prefix, "k", "sliding-window", rate)
+        (log,) = state_keys(prefix, "k", "sliding-window", rate)
         raw.delete(log)
         fresh = store.decide("sliding-window", "k", (rate,), 1, now=2.0)
         assert (fresh.allowed, fresh.remaining) == (True, 1)
@@ -565,6 +612,16 @@ class AsyncCountingConnection(redis.asyncio.Connection):
         await super().send_packed_command(command, check_health)
 
 
+class RecordingConnection(redis.Connection):
+    """Keeps the arguments of every command sent."""
+
+    sent: ClassVar[list[tuple[Any, ...]]] = []
+
+    def send_command(self, *args, **kwargs):
+        type(self).sent.append(args)
+        super().send_command(*args, **kwargs)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+
+
 class TestScripts:
     def test_one_request_per_operation(self, redis_url, prefix):
         pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
@@ -594,6 +651,36 @@ class TestScripts:
             await client.aclose()
             await pool.disconnect()
 
+    def test_a_decision_sends_its_keys_and_little_else(self, redis_url, prefix):
+        # Limit and period travel in the key's name; a cost of 1 on the server's clock goes
+        # without arguments.
+        pool = redis.ConnectionPool.from_url(redis_url, connection_class=RecordingConnection)
+        client = redis.Redis(connection_pool=pool)
+        store = RedisStorage(client, prefix=prefix)
+        one = (Rate(5, per=60),)
+        try:
+            store.decide("gcra", "k", one, 1)  # loads the script (NOSCRIPT, SCRIPT LOAD, again)
+            RecordingConnection.sent.clear()
+            store.decide("gcra", "k", one, 1)
+            store.decide("gcra", "k", one, 2)
+            store.decide("gcra", "k", one, 2, consume=False)
+            store.decide("gcra", "k", one, 1, now=1000.0)
+            store.decide("gcra", "k", TWO_RATES, 1)
+            sent = [args[2:] for args in RecordingConnection.sent]
+            assert all(args[0] == "EVALSHA" for args in RecordingConnection.sent)
+        finally:
+            client.close()
+            pool.disconnect()
+        (name,) = state_keys(prefix, "k", "gcra", one[0])
+        two = [name for rate in TWO_RATES for name in state_keys(prefix, "k", "gcra", rate)]
+        assert sent == [
+            (1, name),
+            (1, name, 2),
+            (1, name, -3),  # a peek: -1 - cost
+            (1, name, 1, "1000.0"),
+            (2, *two),
+        ]
+
     def test_one_evalsha_per_operation_on_the_server(self, private_redis):
         # A private server: INFO commandstats counts our commands alone. (Commands run inside
         # a script are counted too, under their own names; EVALSHA counts the requests.)
@@ -615,32 +702,46 @@ class TestScripts:
         assert delta("eval") == delta("script|load") == 0
         assert delta("info") == 1  # the first INFO, counted once it had answered
 
-    def test_scripts_are_reloaded_after_script_flush(self, store, raw):
-        memory = MemoryStorage()
-        for step in range(4):
-            raw.script_flush()
-            got = store.decide("sliding-window", "k", TWO_RATES, 1, now=float(step))
-            assert got == memory.decide("sliding-window", "k", TWO_RATES, 1, now=float(step))
-            raw.script_flush()
-            assert store.acquire_lease("k", 5, f"lease-{step}", 10, now=0.0)
-        raw.script_flush()
-        assert store.count_leases("k", now=0.0) == 4
+    # SCRIPT FLUSH on a server of our own: on a shared one it would hit everyone's scripts.
 
-    async def test_scripts_are_reloaded_after_script_flush_asyncio(self, astore, raw):
+    def test_scripts_are_reloaded_after_script_flush(self, private_redis, prefix):
+        store = RedisStorage.from_url(f"unix://{private_redis}", prefix=prefix)
+        raw = redis.Redis(unix_socket_path=str(private_redis))
         memory = MemoryStorage()
-        for step in range(4):
+        try:
+            for step in range(4):
+                raw.script_flush()
+                got = store.decide("sliding-window", "k", TWO_RATES, 1, now=float(step))
+                assert got == memory.decide("sliding-window", "k", TWO_RATES, 1, now=float(step))
+                raw.script_flush()
+                assert store.acquire_lease("k", 5, f"lease-{step}", 10, now=0.0)
             raw.script_flush()
-            got = await astore.adecide("gcra", "k", TWO_RATES, 1, now=float(step))
-            assert got == memory.decide("gcra", "k", TWO_RATES, 1, now=float(step))
-        raw.script_flush()
-        assert await astore.aacquire_lease("k", 1, "a", 10, now=0.0)
+            assert store.count_leases("k", now=0.0) == 4
+        finally:
+            store.close()
+            raw.close()
+
+    async def test_scripts_are_reloaded_after_script_flush_asyncio(self, private_redis, prefix):
+        store = RedisStorage.from_url(f"unix://{private_redis}", prefix=prefix)
+        raw = redis.Redis(unix_socket_path=str(private_redis))
+        memory = MemoryStorage()
+        try:
+            for step in range(4):
+                raw.script_flush()
+                got = await store.adecide("gcra", "k", TWO_RATES, 1, now=float(step))
+                assert got == memory.decide("gcra", "k", TWO_RATES, 1, now=float(step))
+            raw.script_flush()
+            assert await store.aacquire_lease("k", 1, "a", 10, now=0.0)
+        finally:
+            await store.aclose()
+            raw.close()
 
     def test_scripts_ship_as_package_data(self):
         from importlib import resources  # noqa: PLC0415
 
         lua = resources.files("buttress.storage").joinpath("lua")
         names = {entry.name for entry in lua.iterdir()}
-        assert {"common.lua", "decide.lua", "gcra.lua", "lease_acquire.lua"} <= names
+        assert {"head.lua", "tail.lua", "common.lua", "gcra.lua", "lease_acquire.lua"} <= names
 
 
 # -- the server's clock --------------------------------------------------------------------------
@@ -667,6 +768,24 @@ class TestServerClock:
         finally:
             first.close()
             second.close()
+
+    @pytest.mark.parametrize("two", [False, True], ids=["one rate", "two rates"])
+    def test_a_fixed_windows_key_ends_with_the_window(self, store, raw, prefix, two):
+        # On the server's clock the window's key keeps the TTL it got when the window opened.
+        rate = Rate(10, per=0.5)
+        rates = (rate, Rate(100, per=60)) if two else (rate,)
+        (name,) = state_keys(prefix, "k", "fixed-window", rate)
+        seconds, microseconds = raw.time()
+        opened = seconds + microseconds / 1e6  # just before the window opens
+        for _ in range(3):
+            assert store.decide("fixed-window", "k", rates, 1).allowed
+            time.sleep(0.1)
+        seconds, microseconds = raw.time()
+        left = (opened + 0.5 - (seconds + microseconds / 1e6)) * 1000
+        assert left - 10 <= raw.pttl(name) <= left + 30
+        time.sleep(max(0.0, left / 1000) + 0.05)
+        assert raw.exists(name) == 0
+        assert store.decide("fixed-window", "k", rates, 1).remaining == 9
 
     def test_now_defaults_to_the_servers_time(self, store, raw):
         rates = (Rate(5, per=60),)

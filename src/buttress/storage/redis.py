@@ -1,22 +1,31 @@
 """The Redis store: limiter state shared by every process, one round trip per decision.
 
-Every operation is one atomic Lua script called by ``EVALSHA`` (redis-py's ``register_script``
-objects, which load the script again after a ``NOSCRIPT`` reply, e.g. after a server restart or a
-``SCRIPT FLUSH``). The scripts ship as package data in ``buttress/storage/lua/`` and implement the
-arithmetic of :mod:`buttress.ratelimit._algorithms` on the server, all rates of a decision at once,
-all or nothing, on the server's clock (``TIME``) so that hosts with skewed clocks agree.
+Every operation is one atomic Lua script called by ``EVALSHA``; after a ``NOSCRIPT`` reply (a
+server restart, a ``SCRIPT FLUSH``) the store loads the script and calls it again. The scripts ship
+as package data in ``buttress/storage/lua/`` and implement the arithmetic of
+:mod:`buttress.ratelimit._algorithms` on the server, all rates of a decision at once, all or
+nothing, on the server's clock (``TIME``) so that hosts with skewed clocks agree. They need
+Redis 6.0 or later (``SET ... KEEPTTL``).
+
+A decision is the hot path, and both ends of it are kept lean: in Redis, one straight script per
+algorithm for one rate (a loop only for several), the state read with one ``GET`` (the sliding
+window log: one entry of its sorted set) and written with one ``SET``; in Python, a plan per
+(algorithm, rates) made once, ``EVALSHA`` called directly with the keys alone (plus the cost when
+it is not 1), and a reply of one short string. The ``redis`` extra installs hiredis, with which
+redis-py writes commands and reads replies in C.
 
 Key layout, for a store prefix ``P`` and a limiter key ``K`` (every key of one limiter key shares
 the hash tag ``{P:K}``, so that the multi-key scripts work on Redis Cluster)::
 
-    {P:K}:<alg>:<limit>:<period>          the state of one rate (a string; for the sliding
-                                          window log, a sorted set of the admitted requests)
-    {P:K}:swl:<limit>:<period>:total      the log's sum of costs (and its last entry's number)
-    {P:K}:leases                          the concurrency leases (sorted set, score = expiry)
+    {P:K}:<alg>:<limit>:<period>    the state of one rate (a string; for the sliding window log,
+                                    a sorted set of the admitted requests)
+    {P:K}:leases                    the concurrency leases (sorted set, score = expiry)
 
 ``<alg>`` is ``fw``, ``swl``, ``swc``, ``tb`` or ``gcra``; ``<period>`` is the period in seconds
-as Python's ``repr`` writes it (``60.0``). Every state key expires once its state is the same as a
-fresh one, and the lease set with its latest lease, so Redis frees what is no longer needed.
+as Python's ``repr`` writes it (``60.0``): the scripts read limit and period back from the key's
+name (exactly: ``tonumber`` gives back the same double). Every state key expires once its state is
+the same as a fresh one, and the lease set with its latest lease, so Redis frees what is no longer
+needed.
 
 Two rate tuples that share a rate share its state here (the memory store keeps one state per
 tuple): ``10/second`` on ``user:1`` is the same limit wherever it appears.
@@ -26,8 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import threading
-from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -35,7 +44,7 @@ import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript, Script
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from buttress._errors import ConfigurationError, StorageError
@@ -45,44 +54,71 @@ from buttress.ratelimit._rate import Rate
 
 __all__ = ["RedisStorage"]
 
-# algorithm -> (short name in keys, script file, keys per rate)
-_ALGORITHMS: dict[str, tuple[str, str, int]] = {
-    "fixed-window": ("fw", "fixed_window", 1),
-    "sliding-window": ("swl", "sliding_window", 2),
-    "sliding-window-counter": ("swc", "sliding_window_counter", 1),
-    "token-bucket": ("tb", "token_bucket", 1),
-    "gcra": ("gcra", "gcra", 1),
+# algorithm -> (short name in keys, script file)
+_ALGORITHMS: dict[str, tuple[str, str]] = {
+    "fixed-window": ("fw", "fixed_window"),
+    "sliding-window": ("swl", "sliding_window"),
+    "sliding-window-counter": ("swc", "sliding_window_counter"),
+    "token-bucket": ("tb", "token_bucket"),
+    "gcra": ("gcra", "gcra"),
 }
-_SCRIPTS = (
-    *(f"decide:{algorithm}" for algorithm in _ALGORITHMS),
-    "reset",
-    "lease_acquire",
-    "lease_renew",
-    "lease_release",
-    "lease_count",
-)
 _DEFAULT_URL = "redis://localhost:6379/0"
+
+# asyncio.timeout (3.11+): cheaper than wait_for, which before 3.12 runs the call in a new task.
+_timeout_scope: Any = getattr(asyncio, "timeout", None)
 
 # Whole-call bound of the coroutine methods, in multiples of ``timeout``: one for connecting,
 # one for the command (each is also bounded by the socket timeouts).
 _CALL_BOUND = 2.0
 
 
+class _Script:
+    """One Lua script: its text (bytes, as sent by ``SCRIPT LOAD``) and SHA-1 digest.
+
+    The digest is kept as bytes, which redis-py sends as they are (a str is encoded each time).
+    """
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: bytes) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source).hexdigest().encode("ascii")  # noqa: S324 - Redis's name
+
+
 @functools.cache
-def _source(name: str) -> str:
-    """Return the text of the script ``name``: ``common.lua``, then its own part(s)."""
+def _script(name: str) -> _Script:
+    """Return the script ``name``, made of its parts in ``buttress/storage/lua/``.
+
+    A decision script (``decide:<algorithm>``) is ``head.lua``, the algorithm's file and
+    ``tail.lua``; every other one is ``common.lua`` and its own file.
+    """
     lua = resources.files("buttress.storage").joinpath("lua")
     if name.startswith("decide:"):
-        parts = ["common", _ALGORITHMS[name.removeprefix("decide:")][1], "decide"]
+        parts = ["head", _ALGORITHMS[name.removeprefix("decide:")][1], "tail"]
     else:
         parts = ["common", name]
-    return "\n".join(lua.joinpath(f"{part}.lua").read_text("utf-8") for part in parts)
+    text = "\n".join(lua.joinpath(f"{part}.lua").read_text("utf-8") for part in parts)
+    return _Script(text.encode("utf-8"))
 
 
 class _Plan:
-    """What a decision under one (algorithm, rates) sends, apart from the key and the request."""
+    """What a decision under one (algorithm, rates) sends, apart from the key and the request.
 
-    __slots__ = ("distinct", "rates", "script", "suffixes", "tail")
+    ``suffixes`` complete ``"{" + prefix + ":" + key`` into each state key (the hash tag's
+    closing brace included); ``suffix`` is the first of them.
+    """
+
+    __slots__ = (
+        "distinct",
+        "limit",
+        "nkeys",
+        "rate",
+        "rates",
+        "script",
+        "single",
+        "suffix",
+        "suffixes",
+    )
 
     def __init__(self, algorithm: str, rates: tuple[Rate, ...]) -> None:
         if algorithm not in _ALGORITHMS:
@@ -95,38 +131,36 @@ class _Plan:
             or not all(isinstance(rate, Rate) for rate in rates)
         ):
             raise TypeError("rates must be a non-empty tuple of Rate")
-        short, _, per_rate = _ALGORITHMS[algorithm]
+        short = _ALGORITHMS[algorithm][0]
         # A rate that appears twice is decided once: its state is one key, and the memory
         # store's two identical states give the same answers as one.
         distinct = tuple(dict.fromkeys(rates))
-        suffixes: list[str] = []
-        tail: list[str] = []
-        for rate in distinct:
-            suffix = f":{short}:{rate.limit}:{rate.period!r}"
-            suffixes.append(suffix)
-            if per_rate == 2:
-                suffixes.append(f"{suffix}:total")
-            tail += (str(rate.limit), repr(rate.period))
+        suffixes = [f"}}:{short}:{rate.limit}:{rate.period!r}" for rate in distinct]
         self.rates = rates  # the tuple this plan was made for (see RedisStorage._plan)
-        self.script = f"decide:{algorithm}"
+        self.script = _script(f"decide:{algorithm}")
         self.distinct = distinct
+        self.rate = distinct[0]
+        self.limit = distinct[0].limit
+        self.single = len(distinct) == 1  # the fast path of RedisStorage.decide
+        self.suffix = suffixes[0]
         self.suffixes = tuple(suffixes)
-        self.tail = tuple(tail)
+        self.nkeys = len(suffixes)
 
     def decision(self, reply: Any) -> Decision:
-        """Read a decision script's reply: "allowed binding remaining reset_after retry_after"."""
-        # bytes, or str for a client made with decode_responses=True: both split and convert.
-        allowed, binding, remaining, reset, retry = reply.split()
-        rate = self.distinct[int(binding) - 1]
-        admitted = allowed in (b"1", "1")
-        return Decision(
-            admitted,
-            rate.limit,
-            int(remaining),
-            float(reset),
-            None if admitted else float(retry),
-            rate,
-        )
+        """Read a decision script's reply (see ``lua/head.lua``).
+
+        The reply is bytes, or str for a client made with ``decode_responses=True``: both split
+        and convert.
+        """
+        parts = reply.split()
+        if self.single:
+            rate = self.rate
+        else:
+            rate = self.distinct[int(parts[0]) - 1]
+            del parts[0]
+        if len(parts) == 2:
+            return Decision(True, rate.limit, int(parts[0]), float(parts[1]), None, rate)
+        return Decision(False, rate.limit, int(parts[0]), float(parts[1]), float(parts[2]), rate)
 
 
 def _address(client: object) -> str:
@@ -228,20 +262,11 @@ class RedisStorage:
         if client is None and self._url is not None:
             client = redis.Redis.from_url(self._url, **self._sync_options())
         self._client = client
-        self._scripts: dict[str, Script] | None = None
-        if client is not None:
-            self._scripts = {name: client.register_script(_source(name)) for name in _SCRIPTS}
         self._async_client = async_client
-        self._async_scripts: dict[str, AsyncScript] | None = None
-        if async_client is not None:
-            self._async_scripts = {
-                name: async_client.register_script(_source(name)) for name in _SCRIPTS
-            }
         # Clients made from the URL for each event loop (an asyncio connection belongs to one).
-        self._loop_clients: dict[
-            asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, dict[str, AsyncScript]]
-        ] = {}
+        self._loop_clients: dict[asyncio.AbstractEventLoop, redis.asyncio.Redis] = {}
         self._address = _address(client if client is not None else async_client)
+        self._head = f"{{{prefix}:"  # a state key is head + key + a plan's suffix
         self._plans: dict[tuple[str, int], _Plan] = {}
 
     @classmethod
@@ -284,9 +309,9 @@ class RedisStorage:
     def _sync_options(self) -> dict[str, Any]:
         return {"retry": Retry(NoBackoff(), 0), **self._common_options()}
 
-    def _async(self) -> dict[str, AsyncScript]:
-        if self._async_scripts is not None:
-            return self._async_scripts
+    def _async(self) -> redis.asyncio.Redis:
+        if self._async_client is not None:
+            return self._async_client
         if self._url is None:
             raise ConfigurationError(
                 "this RedisStorage has no asyncio client: pass async_client= or url= to use its "
@@ -295,46 +320,69 @@ class RedisStorage:
         loop = asyncio.get_running_loop()
         found = self._loop_clients.get(loop)
         if found is not None:
-            return found[1]
+            return found
         with self._lock:
             found = self._loop_clients.get(loop)
             if found is None:
                 # Forget the clients of finished event loops: their connections ended with them.
                 for other in [other for other in self._loop_clients if other.is_closed()]:
                     del self._loop_clients[other]
-                client = redis.asyncio.Redis.from_url(
+                found = self._loop_clients[loop] = redis.asyncio.Redis.from_url(
                     self._url, **{"retry": AsyncRetry(NoBackoff(), 0), **self._common_options()}
                 )
-                scripts = {name: client.register_script(_source(name)) for name in _SCRIPTS}
-                found = self._loop_clients[loop] = (client, scripts)
-        return found[1]
+        return found
 
     # -- running scripts -------------------------------------------------------------------------
 
     def _failure(self, operation: str, why: str) -> StorageError:
         return StorageError(f"Redis {operation} failed on {self._address}: {why}")
 
-    def _run(self, operation: str, script: str, keys: Sequence[str], args: Sequence[str]) -> Any:
-        """Run one script on the synchronous client: one round trip (EVALSHA)."""
-        scripts = self._scripts
-        if scripts is None:
+    def _sync(self) -> redis.Redis:
+        if self._client is None:
             raise ConfigurationError(
                 "this RedisStorage has only an asyncio client: pass client= or url= to use its "
                 "synchronous methods"
             )
+        return self._client
+
+    def _run(self, operation: str, script: _Script, arguments: tuple[object, ...]) -> Any:
+        """Run one script on the synchronous client: one round trip (``EVALSHA``).
+
+        ``arguments`` are those of ``EVALSHA`` after the digest: the number of keys, the keys,
+        the arguments. After ``NOSCRIPT`` the script is loaded and called again. (Straight
+        ``execute_command``: redis-py's ``Script`` objects and ``evalsha`` add work per call.)
+        """
+        client = self._client
+        if client is None:
+            client = self._sync()
+        execute: Any = client.execute_command  # untyped in redis-py
         try:
-            return scripts[script](keys, args)
+            try:
+                return execute("EVALSHA", script.sha, *arguments)
+            except NoScriptError:
+                client.script_load(script.source)
+                return execute("EVALSHA", script.sha, *arguments)
         except (redis.RedisError, OSError) as error:
             raise self._failure(operation, f"{type(error).__name__}: {error}") from error
 
-    async def _arun(
-        self, operation: str, script: str, keys: Sequence[str], args: Sequence[str]
-    ) -> Any:
+    async def _evalsha(self, script: _Script, arguments: tuple[object, ...]) -> Any:
+        client = self._async()
+        execute: Any = client.execute_command  # untyped in redis-py
+        try:
+            return await execute("EVALSHA", script.sha, *arguments)
+        except NoScriptError:
+            await client.script_load(script.source)
+            return await execute("EVALSHA", script.sha, *arguments)
+
+    async def _arun(self, operation: str, script: _Script, arguments: tuple[object, ...]) -> Any:
         """Run one script on the asyncio client, the whole call bounded in time."""
-        call = self._async()[script](keys, args)
         bound = self._timeout * _CALL_BOUND
         try:
-            return await asyncio.wait_for(call, bound)
+            if _timeout_scope is None:  # Python 3.10
+                return await asyncio.wait_for(self._evalsha(script, arguments), bound)
+            # A timeout scope costs a timer; wait_for (before 3.12) also a task.
+            async with _timeout_scope(bound):
+                return await self._evalsha(script, arguments)
         except asyncio.TimeoutError as error:  # (the builtin TimeoutError from 3.11)
             raise self._failure(operation, f"no answer within {bound:g} s") from error
         except (redis.RedisError, OSError) as error:
@@ -358,7 +406,29 @@ class RedisStorage:
             self._plans[algorithm, id(rates)] = plan
         return plan
 
-    def _decide_args(
+    def _arguments(
+        self, plan: _Plan, key: str, cost: int, consume: bool, now: float | None
+    ) -> tuple[object, ...]:
+        """The ``EVALSHA`` arguments after the digest (see ``lua/head.lua``).
+
+        ``key`` must be a str and ``cost`` a non-negative int: see :meth:`_decide_arguments`.
+        """
+        signed = cost if consume else -1 - cost
+        if plan.single:
+            name = f"{self._head}{key}{plan.suffix}"
+            if now is not None:
+                return (1, name, signed, repr(float(now)))
+            if signed == 1:
+                return (1, name)  # a cost of 1 goes without saying
+            return (1, name, signed)
+        keys = [self._head + key + suffix for suffix in plan.suffixes]
+        if now is not None:
+            return (plan.nkeys, *keys, signed, repr(float(now)))
+        if signed == 1:
+            return (plan.nkeys, *keys)
+        return (plan.nkeys, *keys, signed)
+
+    def _decide_arguments(
         self,
         algorithm: str,
         key: str,
@@ -366,21 +436,27 @@ class RedisStorage:
         cost: int,
         consume: bool,
         now: float | None,
-    ) -> tuple[_Plan, list[str], tuple[str, ...]]:
-        plan = self._plan(algorithm, rates)
+    ) -> tuple[_Plan, tuple[object, ...]]:
+        """Check a decision's arguments; return its plan and ``EVALSHA`` arguments.
+
+        (:meth:`decide` takes the common case, one rate and a cost of 1 on the server's clock,
+        without coming here.)
+        """
+        plan = self._plans.get((algorithm, id(rates)))
+        if plan is None or plan.rates is not rates:
+            plan = self._plan(algorithm, rates)
+        if type(key) is not str and not isinstance(key, str):
+            raise TypeError(f"key must be a str, got {type(key).__name__} ({key!r})")
         if type(cost) is not int or cost < 0:
-            check_int(cost, "cost", minimum=0)
-        tag = self._tag(key)
-        keys = [tag + suffix for suffix in plan.suffixes]
-        head = ("" if now is None else repr(float(now)), str(cost), "1" if consume else "0")
-        return plan, keys, head + plan.tail
+            cost = int(check_int(cost, "cost", minimum=0))
+        return plan, self._arguments(plan, key, cost, consume, now)
 
     def _reset_keys(self, algorithm: str, key: str, rates: tuple[Rate, ...]) -> list[str]:
-        tag = self._tag(key)
+        tag = self._tag(key)[:-1]  # without the closing brace: each suffix starts with it
         return [tag + suffix for suffix in self._plan(algorithm, rates).suffixes]
 
-    def _leases(self, key: str) -> list[str]:
-        return [self._tag(key) + ":leases"]
+    def _leases(self, key: str) -> str:
+        return self._tag(key) + ":leases"
 
     @staticmethod
     def _now(now: float | None) -> str:
@@ -393,15 +469,24 @@ class RedisStorage:
         return lease_id
 
     def _acquire_args(
-        self, limit: int, lease_id: str, ttl: float, now: float | None
-    ) -> tuple[str, ...]:
+        self, key: str, limit: int, lease_id: str, ttl: float, now: float | None
+    ) -> tuple[object, ...]:
         check_int(limit, "limit", minimum=1)
         ttl = seconds(ttl, "ttl")
-        return (self._now(now), str(limit), self._lease_id(lease_id), repr(ttl))
+        return (
+            1,
+            self._leases(key),
+            self._now(now),
+            str(limit),
+            self._lease_id(lease_id),
+            repr(ttl),
+        )
 
-    def _renew_args(self, lease_id: str, ttl: float, now: float | None) -> tuple[str, ...]:
+    def _renew_args(
+        self, key: str, lease_id: str, ttl: float, now: float | None
+    ) -> tuple[object, ...]:
         ttl = seconds(ttl, "ttl")
-        return (self._now(now), self._lease_id(lease_id), repr(ttl))
+        return (1, self._leases(key), self._now(now), self._lease_id(lease_id), repr(ttl))
 
     # -- the Storage protocol --------------------------------------------------------------------
 
@@ -431,8 +516,21 @@ class RedisStorage:
         Raises:
             StorageError: When Redis fails or does not answer in time.
         """
-        plan, keys, args = self._decide_args(algorithm, key, rates, cost, consume, now)
-        return plan.decision(self._run("decide", plan.script, keys, args))
+        plan = self._plans.get((algorithm, id(rates)))
+        if (
+            plan is not None
+            and plan.rates is rates
+            and plan.single
+            and type(key) is str
+            and type(cost) is int
+            and cost == 1
+            and consume
+            and now is None
+        ):  # the common case, without detours
+            arguments: tuple[object, ...] = (1, f"{self._head}{key}{plan.suffix}")
+        else:
+            plan, arguments = self._decide_arguments(algorithm, key, rates, cost, consume, now)
+        return plan.decision(self._run("decide", plan.script, arguments))
 
     async def adecide(
         self,
@@ -445,8 +543,8 @@ class RedisStorage:
         now: float | None = None,
     ) -> Decision:
         """The coroutine form of :meth:`decide`."""
-        plan, keys, args = self._decide_args(algorithm, key, rates, cost, consume, now)
-        return plan.decision(await self._arun("decide", plan.script, keys, args))
+        plan, arguments = self._decide_arguments(algorithm, key, rates, cost, consume, now)
+        return plan.decision(await self._arun("decide", plan.script, arguments))
 
     def reset(self, algorithm: str, key: str, rates: tuple[Rate, ...]) -> None:
         """Forget everything recorded for ``key`` under these rates.
@@ -454,11 +552,13 @@ class RedisStorage:
         Raises:
             StorageError: When Redis fails or does not answer in time.
         """
-        self._run("reset", "reset", self._reset_keys(algorithm, key, rates), ())
+        keys = self._reset_keys(algorithm, key, rates)
+        self._run("reset", _script("reset"), (len(keys), *keys))
 
     async def areset(self, algorithm: str, key: str, rates: tuple[Rate, ...]) -> None:
         """The coroutine form of :meth:`reset`."""
-        await self._arun("reset", "reset", self._reset_keys(algorithm, key, rates), ())
+        keys = self._reset_keys(algorithm, key, rates)
+        await self._arun("reset", _script("reset"), (len(keys), *keys))
 
     def acquire_lease(
         self, key: str, limit: int, lease_id: str, ttl: float, *, now: float | None = None
@@ -470,17 +570,15 @@ class RedisStorage:
         Raises:
             StorageError: When Redis fails or does not answer in time.
         """
-        args = self._acquire_args(limit, lease_id, ttl, now)
-        return bool(self._run("acquire_lease", "lease_acquire", self._leases(key), args) == 1)
+        args = self._acquire_args(key, limit, lease_id, ttl, now)
+        return bool(self._run("acquire_lease", _script("lease_acquire"), args) == 1)
 
     async def aacquire_lease(
         self, key: str, limit: int, lease_id: str, ttl: float, *, now: float | None = None
     ) -> bool:
         """The coroutine form of :meth:`acquire_lease`."""
-        args = self._acquire_args(limit, lease_id, ttl, now)
-        return bool(
-            await self._arun("acquire_lease", "lease_acquire", self._leases(key), args) == 1
-        )
+        args = self._acquire_args(key, limit, lease_id, ttl, now)
+        return bool(await self._arun("acquire_lease", _script("lease_acquire"), args) == 1)
 
     def renew_lease(self, key: str, lease_id: str, ttl: float, *, now: float | None = None) -> bool:
         """Extend a live lease to ``ttl`` from now; ``False`` if it had already expired.
@@ -488,15 +586,15 @@ class RedisStorage:
         Raises:
             StorageError: When Redis fails or does not answer in time.
         """
-        args = self._renew_args(lease_id, ttl, now)
-        return bool(self._run("renew_lease", "lease_renew", self._leases(key), args) == 1)
+        args = self._renew_args(key, lease_id, ttl, now)
+        return bool(self._run("renew_lease", _script("lease_renew"), args) == 1)
 
     async def arenew_lease(
         self, key: str, lease_id: str, ttl: float, *, now: float | None = None
     ) -> bool:
         """The coroutine form of :meth:`renew_lease`."""
-        args = self._renew_args(lease_id, ttl, now)
-        return bool(await self._arun("renew_lease", "lease_renew", self._leases(key), args) == 1)
+        args = self._renew_args(key, lease_id, ttl, now)
+        return bool(await self._arun("renew_lease", _script("lease_renew"), args) == 1)
 
     def release_lease(self, key: str, lease_id: str, *, now: float | None = None) -> bool:
         """Free a lease's slot; ``False`` if it was not held (expired, or released before).
@@ -510,13 +608,13 @@ class RedisStorage:
         Raises:
             StorageError: When Redis fails or does not answer in time.
         """
-        args = (self._now(now), self._lease_id(lease_id))
-        return bool(self._run("release_lease", "lease_release", self._leases(key), args) == 1)
+        args = (1, self._leases(key), self._now(now), self._lease_id(lease_id))
+        return bool(self._run("release_lease", _script("lease_release"), args) == 1)
 
     async def arelease_lease(self, key: str, lease_id: str, *, now: float | None = None) -> bool:
         """The coroutine form of :meth:`release_lease`."""
-        args = (self._now(now), self._lease_id(lease_id))
-        reply = await self._arun("release_lease", "lease_release", self._leases(key), args)
+        args = (1, self._leases(key), self._now(now), self._lease_id(lease_id))
+        reply = await self._arun("release_lease", _script("lease_release"), args)
         return bool(reply == 1)
 
     def count_leases(self, key: str, *, now: float | None = None) -> int:
@@ -525,13 +623,13 @@ class RedisStorage:
         Raises:
             StorageError: When Redis fails or does not answer in time.
         """
-        return int(self._run("count_leases", "lease_count", self._leases(key), (self._now(now),)))
+        args = (1, self._leases(key), self._now(now))
+        return int(self._run("count_leases", _script("lease_count"), args))
 
     async def acount_leases(self, key: str, *, now: float | None = None) -> int:
         """The coroutine form of :meth:`count_leases`."""
-        reply = await self._arun(
-            "count_leases", "lease_count", self._leases(key), (self._now(now),)
-        )
+        args = (1, self._leases(key), self._now(now))
+        reply = await self._arun("count_leases", _script("lease_count"), args)
         return int(reply)
 
     def close(self) -> None:
@@ -552,7 +650,7 @@ class RedisStorage:
         with self._lock:
             found = self._loop_clients.pop(asyncio.get_running_loop(), None)
         if found is not None:
-            await found[0].aclose()
+            await found.aclose()
 
     def __repr__(self) -> str:
         return f"RedisStorage({self._address!r}, prefix={self._prefix!r})"

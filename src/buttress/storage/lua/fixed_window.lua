@@ -1,30 +1,86 @@
--- Fixed window: one key per rate holding "count window_end". The window starts at the first hit
--- and lasts one period (_fixed_view and _fixed_take in buttress/ratelimit/_algorithms.py).
+-- Fixed window: one key per rate holding "<count> <window_end>". The window starts at the first
+-- hit and lasts one period (_fixed_view and _fixed_take in buttress/ratelimit/_algorithms.py).
+-- Counts are sums of whole costs: written with %d, they stay exact; the window's end is written
+-- once, when the window opens, and copied as it is afterwards.
 
-local KEYS_PER_RATE = 1
-
-local function load(rate, now)
-  rate.state = numbers(redis.call('GET', rate.keys[1]))
-end
-
-local function window(rate, now)
-  local state = rate.state
-  if state and now < state[2] then
-    return state[1], state[2]
+if #KEYS == 1 then
+  local key = KEYS[1]
+  local limit, period = string.match(key, ':(%d+):([%d.]+)$', -48)
+  limit, period = tonumber(limit), tonumber(period)
+  local used, stop, ends = 0, nil, nil
+  local raw = redis.call('GET', key)
+  if raw then
+    local space = string.find(raw, ' ', 1, true)
+    ends = string.sub(raw, space + 1)
+    stop = tonumber(ends)
+    if now < stop then
+      used = tonumber(string.sub(raw, 1, space - 1))
+    else
+      stop = nil
+    end
   end
-  return 0.0, now + rate.period
-end
-
-local function view(rate, now, cost)
-  local count, stop = window(rate, now)
-  local limit = rate.limit
-  if count + cost <= limit then
-    return true, trunc(limit - count - cost), stop - now, 0.0
+  if not stop then
+    stop, ends = now + period, nil
   end
-  return false, trunc(limit - count), stop - now, stop - now
+  -- Positive: now < stop, or a fresh window (a period is at least a millisecond).
+  local reset = stop - now
+  if used + cost <= limit then
+    if consume then
+      if not ends then
+        redis.call('SET', key, string.format('%d %.17g', used + cost, stop),
+          'PX', string.format('%d', math.ceil(reset * 1000) + 1))
+      elseif clocked then
+        -- The same window, on the server's clock: the key already expires when it ends.
+        redis.call('SET', key, string.format('%d %s', used + cost, ends), 'KEEPTTL')
+      else
+        redis.call('SET', key, string.format('%d %s', used + cost, ends),
+          'PX', string.format('%d', math.ceil(reset * 1000) + 1))
+      end
+    end
+    return string.format('%d %.17g', limit - used - cost, reset)
+  end
+  return string.format('%d %.17g %.17g', limit - used, reset, reset)
 end
 
-local function take(rate, now, cost)
-  local count, stop = window(rate, now)
-  put(rate.keys[1], num(count + cost) .. ' ' .. num(stop), stop, now)
+local count = #KEYS
+local fits, remaining, resets, retries, used, stops, ends = {}, {}, {}, {}, {}, {}, {}
+local allowed = true
+for i = 1, count do
+  local limit, period = string.match(KEYS[i], ':(%d+):([%d.]+)$', -48)
+  limit, period = tonumber(limit), tonumber(period)
+  local spent, stop, kept = 0, nil, false -- kept: the end of a window still open, as stored
+  local raw = redis.call('GET', KEYS[i])
+  if raw then
+    local space = string.find(raw, ' ', 1, true)
+    kept = string.sub(raw, space + 1)
+    stop = tonumber(kept)
+    if now < stop then
+      spent = tonumber(string.sub(raw, 1, space - 1))
+    else
+      stop, kept = nil, false
+    end
+  end
+  if not stop then
+    stop = now + period
+  end
+  used[i], stops[i], ends[i], resets[i] = spent, stop, kept, stop - now
+  if spent + cost <= limit then
+    fits[i], remaining[i], retries[i] = true, limit - spent - cost, 0.0
+  else
+    fits[i], remaining[i], retries[i] = false, limit - spent, stop - now
+    allowed = false
+  end
+end
+
+local function commit(i)
+  local kept = ends[i]
+  if not kept then
+    redis.call('SET', KEYS[i], string.format('%d %.17g', used[i] + cost, stops[i]),
+      'PX', string.format('%d', math.ceil(resets[i] * 1000) + 1))
+  elseif clocked then
+    redis.call('SET', KEYS[i], string.format('%d %s', used[i] + cost, kept), 'KEEPTTL')
+  else
+    redis.call('SET', KEYS[i], string.format('%d %s', used[i] + cost, kept),
+      'PX', string.format('%d', math.ceil(resets[i] * 1000) + 1))
+  end
 end

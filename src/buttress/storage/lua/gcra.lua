@@ -1,33 +1,87 @@
 -- GCRA: one key per rate holding the theoretical arrival time; emission interval period/limit,
 -- burst limit (_gcra_view and _gcra_take in buttress/ratelimit/_algorithms.py).
 
-local KEYS_PER_RATE = 1
-
-local function load(rate, now)
-  rate.state = numbers(redis.call('GET', rate.keys[1]))
-end
-
-local function arrival(rate, now)
-  if rate.state and rate.state[1] > now then
-    return rate.state[1]
+if #KEYS == 1 then
+  local key = KEYS[1]
+  local limit, period = string.match(key, ':(%d+):([%d.]+)$', -48)
+  limit, period = tonumber(limit), tonumber(period)
+  local interval = period / limit
+  local tat = now
+  local raw = redis.call('GET', key)
+  if raw then
+    local stored = tonumber(raw)
+    if stored > now then
+      tat = stored
+    end
   end
-  return now
-end
-
-local function view(rate, now, cost)
-  local period = rate.period
-  local interval = period / rate.limit
-  local tat = arrival(rate, now)
   local new_tat = tat + cost * interval
   if new_tat - now <= period + EPSILON then
-    return true, math.floor((now + period - new_tat + EPSILON) / interval), new_tat - now, 0.0
+    if consume then
+      -- cost * period / limit, not cost * interval: the same rounding as _gcra_take.
+      local stored = tat + cost * period / limit
+      local ms = math.ceil((stored - now) * 1000)
+      if ms > 0 then
+        redis.call('SET', key, string.format('%.17g', stored), 'PX', string.format('%d', ms + 1))
+      else
+        redis.call('DEL', key)
+      end
+    end
+    local remaining = math.floor((now + period - new_tat + EPSILON) / interval)
+    local reset = new_tat - now
+    if remaining < 0 then
+      remaining = 0
+    end
+    if not (reset > 0.0) then
+      reset = 0.0
+    end
+    return string.format('%d %.17g', remaining, reset)
   end
   local remaining = math.floor((now + period - tat + EPSILON) / interval)
-  return false, remaining, tat - now, new_tat - period - now
+  local reset, retry = tat - now, new_tat - period - now
+  if remaining < 0 then
+    remaining = 0
+  end
+  if not (reset > 0.0) then
+    reset = 0.0
+  end
+  if not (retry > 0.0) then
+    retry = 0.0
+  end
+  return string.format('%d %.17g %.17g', remaining, reset, retry)
 end
 
-local function take(rate, now, cost)
-  -- cost * period / limit, not cost * interval: the same rounding as _gcra_take.
-  local tat = arrival(rate, now) + cost * rate.period / rate.limit
-  put(rate.keys[1], num(tat), tat, now)
+local count = #KEYS
+local fits, remaining, resets, retries, tats = {}, {}, {}, {}, {}
+local allowed = true
+for i = 1, count do
+  local limit, period = string.match(KEYS[i], ':(%d+):([%d.]+)$', -48)
+  limit, period = tonumber(limit), tonumber(period)
+  local interval = period / limit
+  local tat = now
+  local raw = redis.call('GET', KEYS[i])
+  if raw then
+    local stored = tonumber(raw)
+    if stored > now then
+      tat = stored
+    end
+  end
+  local new_tat = tat + cost * interval
+  if new_tat - now <= period + EPSILON then
+    fits[i], remaining[i], resets[i], retries[i] = true,
+      math.floor((now + period - new_tat + EPSILON) / interval), new_tat - now, 0.0
+    tats[i] = tat + cost * period / limit
+  else
+    allowed = false
+    fits[i], remaining[i], resets[i], retries[i] = false,
+      math.floor((now + period - tat + EPSILON) / interval), tat - now, new_tat - period - now
+  end
+end
+
+local function commit(i)
+  local ms = math.ceil((tats[i] - now) * 1000)
+  if ms > 0 then
+    redis.call('SET', KEYS[i], string.format('%.17g', tats[i]), 'PX', string.format('%d', ms + 1))
+  else
+    redis.call('DEL', KEYS[i])
+  end
 end

@@ -1,75 +1,87 @@
--- Sliding window log: two keys per rate. KEYS 1 is a sorted set of the admitted requests, score
--- the time, member "<time>:<sequence number>:<cost>"; KEYS 2 holds the sum of their costs (and
--- the last sequence number), so that a decision costs O(log N) and not O(N) (_log_view and
--- _log_take in buttress/ratelimit/_algorithms.py).
+-- Sliding window log: one sorted set per rate, an entry per admitted request, score its time
+-- (_log_view and _log_take in buttress/ratelimit/_algorithms.py). An entry's member is
+-- "<c>:<cost>:<b>:<o>": c, zero-padded to 16 digits, is the sum of the costs admitted into this
+-- log before this entry; b is that sum before the oldest entry present when this one was added,
+-- and o that oldest entry's time. The newest entry (the last one) thus gives the sum of the
+-- costs in the log, c + cost - b, without reading the log: a decision reads one entry and writes
+-- one, O(log N). Entries of the same time sort by member, i.e. in the order they were added (c
+-- never decreases, and grows past an entry of cost 0 only with the next one); two requests of
+-- cost 0 in a row may make one entry, which changes no answer.
+--
+-- Entries at or before now - period have left the window. They are removed when a request is
+-- admitted (then the new entry carries the new b and o); peeks and rejections only read. A log
+-- whose entries have all left the window is a fresh log (as the memory store's empty log, but
+-- for a cost above the limit, which a limiter never sends).
 
-local KEYS_PER_RATE = 2
-
-local function cost_of(member)
-  return tonumber(string.match(member, ':(%d+)$'))
-end
-
--- Drop the entries at or before now - period and read the sum of the rest. Like Log.purge in
--- the memory store this happens on every call, peeks and rejections included: it only forgets
--- requests that no longer count, and keeps the set small under a flood of rejections.
--- KEYS 2 holds "<sum of costs> <sequence number of the last entry>".
-local function load(rate, now)
-  local log, sum = rate.keys[1], rate.keys[2]
-  local horizon = num(now - rate.period)
-  local total, sequence
-  local raw = redis.call('GET', sum)
-  if raw and redis.call('EXISTS', log) == 1 then
-    total, sequence = string.match(raw, '^(%S+) (%S+)$')
-    total, sequence = tonumber(total), tonumber(sequence)
-  else
-    -- No sum, or no log: a fresh log, unless one of the two keys was lost (evicted under
-    -- maxmemory, deleted by hand), when the log itself is counted.
-    total, sequence = 0, 0
-    local members = redis.call('ZRANGE', log, 0, -1)
-    for i = 1, #members do
-      total = total + cost_of(members[i])
-      sequence = pymax(sequence, tonumber(string.match(members[i], ':(%d+):')))
-    end
-    if #members == 0 then
-      total = nil
-    end
-  end
-  if total then
-    local expired = redis.call('ZRANGEBYSCORE', log, '-inf', horizon)
-    if #expired > 0 then
-      for i = 1, #expired do
-        total = total - cost_of(expired[i])
+if #KEYS == 1 then
+  local log = KEYS[1]
+  local limit, period = string.match(log, ':(%d+):([%d.]+)$', -48)
+  limit, period = tonumber(limit), tonumber(period)
+  local horizon = now - period
+  local total, sum, base, oldest, newest, stale
+  local top = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+  if top[1] then
+    newest = tonumber(top[2])
+    local c, spent, b, o = string.match(top[1], '^(%d+):(%d+):(%d+):(.+)$')
+    if c and newest > horizon then
+      sum, base, oldest = tonumber(c) + tonumber(spent), tonumber(b), o
+      if tonumber(o) <= horizon then
+        -- Some entries have left the window: the first one still in it gives b and o.
+        local live = redis.call('ZRANGEBYSCORE', log, '(' .. string.format('%.17g', horizon),
+          '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+        base, oldest, stale = tonumber(string.match(live[1], '^(%d+):')), live[2], true
       end
-      redis.call('ZREMRANGEBYSCORE', log, '-inf', horizon)
-      if redis.call('EXISTS', log) == 1 then
-        redis.call('SET', sum, num(total) .. ' ' .. num(sequence), 'KEEPTTL')
-      else
-        -- Every entry left the window: the memory store's empty log, as good as a fresh one.
-        redis.call('DEL', sum)
-        total = nil
-      end
+      total = sum - base
+    else
+      -- Every entry has left the window (or the set is not one of these logs): a fresh log.
+      stale = true
     end
   end
-  rate.total, rate.sequence = total, sequence
-end
-
-local function view(rate, now, cost)
-  local log, total, limit, period = rate.keys[1], rate.total, rate.limit, rate.period
-  if total == nil then
-    return true, limit - cost, period, 0.0
+  if total == nil or total + cost <= limit then
+    if consume then
+      if stale then
+        if total == nil then
+          redis.call('DEL', log)
+        else
+          redis.call('ZREMRANGEBYSCORE', log, '-inf', string.format('%.17g', horizon))
+        end
+      end
+      -- Entries stay in the order they were added even if the clock went back.
+      local at = now
+      if total ~= nil and newest > now then
+        at = newest
+      end
+      local stamp = string.format('%.17g', at)
+      if total == nil then
+        sum, base, oldest = 0, 0, stamp
+      end
+      redis.call('ZADD', log, stamp, string.format('%016d:%d:%d:%s', sum, cost, base, oldest))
+      redis.call('PEXPIRE', log, string.format('%d', math.ceil((at + period - now) * 1000) + 1))
+    end
+    local left = limit - cost
+    if total ~= nil then
+      left = limit - total - cost
+    end
+    if left < 0 then
+      left = 0
+    end
+    return string.format('%d %.17g', left, period)
   end
-  if total + cost <= limit then
-    return true, limit - total - cost, period, 0.0
+  -- The request fits once enough of the oldest entries have left the window: at the time of
+  -- the first entry in the window whose c + cost reaches base + need. Every entry frees at
+  -- least one unit (unless its cost was 0), so `need` entries usually suffice.
+  local need, retry, found, first = total + cost - limit, 0.0, false, 0
+  local batch = need
+  if batch < 16 then
+    batch = 16
   end
-  -- The request fits once enough of the oldest entries have left the window. Every entry
-  -- frees at least one unit (unless its cost was 0), so `need` entries usually suffice.
-  local need, freed, retry, found = total + cost - limit, 0, 0.0, false
-  local first, batch = 0, pymax(need, 16)
+  local after = '(' .. string.format('%.17g', horizon)
   while not found do
-    local entries = redis.call('ZRANGE', log, int(first), int(first + batch - 1), 'WITHSCORES')
+    local entries = redis.call('ZRANGEBYSCORE', log, after, '+inf', 'WITHSCORES',
+      'LIMIT', first, batch)
     for i = 1, #entries, 2 do
-      freed = freed + cost_of(entries[i])
-      if freed >= need then
+      local c, spent = string.match(entries[i], '^(%d+):(%d+):')
+      if tonumber(c) + tonumber(spent) - base >= need then
         retry = tonumber(entries[i + 1]) + period - now
         found = true
         break
@@ -80,23 +92,99 @@ local function view(rate, now, cost)
     end
     first = first + batch
   end
-  -- An empty log here means cost > limit (which never fits): count from now, as the reference.
-  local newest = tonumber(redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')[2] or now)
-  return false, limit - total, newest + period - now, retry
+  local left, reset = limit - total, newest + period - now
+  if left < 0 then
+    left = 0
+  end
+  if not (reset > 0.0) then
+    reset = 0.0
+  end
+  if not (retry > 0.0) then
+    retry = 0.0
+  end
+  return string.format('%d %.17g %.17g', left, reset, retry)
 end
 
-local function take(rate, now, cost)
-  local log, sum = rate.keys[1], rate.keys[2]
-  local at = num(now)
-  local sequence = (rate.sequence or 0) + 1
-  redis.call('ZADD', log, at, at .. ':' .. num(sequence) .. ':' .. num(cost))
-  local ms = ttl_ms(now + rate.period, now)
-  if ms > 0 then
-    local value = num((rate.total or 0) + cost) .. ' ' .. num(sequence)
-    redis.call('SET', sum, value, 'PX', int(ms))
-    redis.call('PEXPIRE', log, int(ms))
-  else
-    -- A period too short to register at this time's precision: nothing stays recorded.
-    redis.call('DEL', log, sum)
+-- Several rates: the same steps, rate by rate.
+local count = #KEYS
+local fits, remaining, resets, retries = {}, {}, {}, {}
+local totals, sums, bases, oldests, newests, stales, periods = {}, {}, {}, {}, {}, {}, {}
+local allowed = true
+for i = 1, count do
+  local log = KEYS[i]
+  local limit, period = string.match(log, ':(%d+):([%d.]+)$', -48)
+  limit, period = tonumber(limit), tonumber(period)
+  local horizon = now - period
+  local total, sum, base, oldest, newest, stale
+  local top = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+  if top[1] then
+    newest = tonumber(top[2])
+    local c, spent, b, o = string.match(top[1], '^(%d+):(%d+):(%d+):(.+)$')
+    if c and newest > horizon then
+      sum, base, oldest = tonumber(c) + tonumber(spent), tonumber(b), o
+      if tonumber(o) <= horizon then
+        local live = redis.call('ZRANGEBYSCORE', log, '(' .. string.format('%.17g', horizon),
+          '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+        base, oldest, stale = tonumber(string.match(live[1], '^(%d+):')), live[2], true
+      end
+      total = sum - base
+    else
+      stale = true
+    end
   end
+  totals[i], sums[i], bases[i], oldests[i] = total, sum, base, oldest
+  newests[i], stales[i], periods[i] = newest, stale, period
+  if total == nil then
+    fits[i], remaining[i], resets[i], retries[i] = true, limit - cost, period, 0.0
+  elseif total + cost <= limit then
+    fits[i], remaining[i], resets[i], retries[i] = true, limit - total - cost, period, 0.0
+  else
+    allowed = false
+    local need, retry, found, first = total + cost - limit, 0.0, false, 0
+    local batch = need
+    if batch < 16 then
+      batch = 16
+    end
+    local after = '(' .. string.format('%.17g', horizon)
+    while not found do
+      local entries = redis.call('ZRANGEBYSCORE', log, after, '+inf', 'WITHSCORES',
+        'LIMIT', first, batch)
+      for j = 1, #entries, 2 do
+        local c, spent = string.match(entries[j], '^(%d+):(%d+):')
+        if tonumber(c) + tonumber(spent) - base >= need then
+          retry = tonumber(entries[j + 1]) + period - now
+          found = true
+          break
+        end
+      end
+      if #entries < 2 * batch then
+        break
+      end
+      first = first + batch
+    end
+    fits[i], remaining[i], resets[i], retries[i] = false, limit - total, newest + period - now,
+      retry
+  end
+end
+
+local function commit(i)
+  local log, total, period = KEYS[i], totals[i], periods[i]
+  if stales[i] then
+    if total == nil then
+      redis.call('DEL', log)
+    else
+      redis.call('ZREMRANGEBYSCORE', log, '-inf', string.format('%.17g', now - period))
+    end
+  end
+  local at = now
+  if total ~= nil and newests[i] > now then
+    at = newests[i]
+  end
+  local stamp = string.format('%.17g', at)
+  local sum, base, oldest = sums[i], bases[i], oldests[i]
+  if total == nil then
+    sum, base, oldest = 0, 0, stamp
+  end
+  redis.call('ZADD', log, stamp, string.format('%016d:%d:%d:%s', sum, cost, base, oldest))
+  redis.call('PEXPIRE', log, string.format('%d', math.ceil((at + period - now) * 1000) + 1))
 end

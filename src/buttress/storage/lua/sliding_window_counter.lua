@@ -1,35 +1,49 @@
--- Sliding window counter: one key per rate holding "window_index current previous", windows
--- aligned to the clock's origin; the last period's count is estimated as
+-- Sliding window counter: one key per rate holding "<window_index> <current> <previous>",
+-- windows aligned to the clock's origin; the last period's count is estimated as
 -- previous * (1 - elapsed / period) + current (_counter_view and _counter_take in
--- buttress/ratelimit/_algorithms.py).
+-- buttress/ratelimit/_algorithms.py). Indexes and counts are whole numbers: written with %d.
 
-local KEYS_PER_RATE = 1
-
-local function load(rate, now)
-  rate.state = numbers(redis.call('GET', rate.keys[1]))
-end
-
-local function roll(rate, now)
-  local index = math.floor(now / rate.period)
-  local state = rate.state
-  if state then
-    if state[1] == index then
-      return index, state[2], state[3]
-    end
-    if state[1] == index - 1 then
-      return index, 0.0, state[2]
+if #KEYS == 1 then
+  local key = KEYS[1]
+  local limit, period = string.match(key, ':(%d+):([%d.]+)$', -48)
+  limit, period = tonumber(limit), tonumber(period)
+  local index = math.floor(now / period)
+  local current, previous, same = 0, 0, false
+  local raw = redis.call('GET', key)
+  if raw then
+    local stored, a, b = string.match(raw, '^(%S+) (%S+) (%S+)$')
+    stored = tonumber(stored)
+    if stored == index then
+      current, previous, same = tonumber(a), tonumber(b), true
+    elseif stored == index - 1 then
+      previous = tonumber(a)
     end
   end
-  return index, 0.0, 0.0
-end
-
-local function view(rate, now, cost)
-  local period, limit = rate.period, rate.limit
-  local index, current, previous = roll(rate, now)
   local start = index * period
   local estimate = previous * (1.0 - (now - start) / period) + current
   if estimate + cost <= limit then
-    return true, math.floor(limit - estimate - cost), start + 2 * period - now, 0.0
+    local reset = start + 2 * period - now
+    if consume then
+      local value = string.format('%d %d %d', index, current + cost, previous)
+      if same and clocked then
+        redis.call('SET', key, value, 'KEEPTTL') -- the same window: the same expiry
+      else
+        local ms = math.ceil(((index + 2) * period - now) * 1000)
+        if ms > 0 then
+          redis.call('SET', key, value, 'PX', string.format('%d', ms + 1))
+        else
+          redis.call('DEL', key)
+        end
+      end
+    end
+    local left = math.floor(limit - estimate - cost)
+    if left < 0 then
+      left = 0
+    end
+    if not (reset > 0.0) then
+      reset = 0.0
+    end
+    return string.format('%d %.17g', left, reset)
   end
   local retry
   if current + cost <= limit then
@@ -41,7 +55,10 @@ local function view(rate, now, cost)
     if current ~= 0 then
       fraction = 1.0 - (limit - cost) / current
     end
-    retry = start + period + pymax(fraction, 0.0) * period - now
+    if 0.0 > fraction then
+      fraction = 0.0
+    end
+    retry = start + period + fraction * period - now
   end
   -- Rejected, so something was counted: this window's hits weigh until the end of the next.
   local windows = 1.0
@@ -49,11 +66,84 @@ local function view(rate, now, cost)
     windows = 2.0
   end
   local reset = start + windows * period - now
-  return false, pymax(0, math.floor(limit - estimate)), reset, pymax(retry, 0.0)
+  local left = math.floor(limit - estimate)
+  if left < 0 then
+    left = 0
+  end
+  if not (reset > 0.0) then
+    reset = 0.0
+  end
+  if not (retry > 0.0) then
+    retry = 0.0
+  end
+  return string.format('%d %.17g %.17g', left, reset, retry)
 end
 
-local function take(rate, now, cost)
-  local index, current, previous = roll(rate, now)
-  local value = num(index) .. ' ' .. num(current + cost) .. ' ' .. num(previous)
-  put(rate.keys[1], value, (index + 2) * rate.period, now)
+local count = #KEYS
+local fits, remaining, resets, retries, values, expiries, same = {}, {}, {}, {}, {}, {}, {}
+local allowed = true
+for i = 1, count do
+  local limit, period = string.match(KEYS[i], ':(%d+):([%d.]+)$', -48)
+  limit, period = tonumber(limit), tonumber(period)
+  local index = math.floor(now / period)
+  local current, previous = 0, 0
+  local raw = redis.call('GET', KEYS[i])
+  if raw then
+    local stored, a, b = string.match(raw, '^(%S+) (%S+) (%S+)$')
+    stored = tonumber(stored)
+    if stored == index then
+      current, previous, same[i] = tonumber(a), tonumber(b), true
+    elseif stored == index - 1 then
+      previous = tonumber(a)
+    end
+  end
+  local start = index * period
+  local estimate = previous * (1.0 - (now - start) / period) + current
+  if estimate + cost <= limit then
+    fits[i], remaining[i], resets[i], retries[i] =
+      true, math.floor(limit - estimate - cost), start + 2 * period - now, 0.0
+    values[i] = string.format('%d %d %d', index, current + cost, previous)
+    expiries[i] = (index + 2) * period
+  else
+    allowed = false
+    local retry
+    if current + cost <= limit then
+      retry = start + (1.0 - (limit - current - cost) / previous) * period - now
+    else
+      local fraction = 0.0
+      if current ~= 0 then
+        fraction = 1.0 - (limit - cost) / current
+      end
+      if 0.0 > fraction then
+        fraction = 0.0
+      end
+      retry = start + period + fraction * period - now
+    end
+    local windows = 1.0
+    if current ~= 0 then
+      windows = 2.0
+    end
+    local left = math.floor(limit - estimate)
+    if left < 0 then
+      left = 0
+    end
+    if not (retry > 0.0) then
+      retry = 0.0
+    end
+    fits[i], remaining[i], resets[i], retries[i] =
+      false, left, start + windows * period - now, retry
+  end
+end
+
+local function commit(i)
+  if same[i] and clocked then
+    redis.call('SET', KEYS[i], values[i], 'KEEPTTL')
+    return
+  end
+  local ms = math.ceil((expiries[i] - now) * 1000)
+  if ms > 0 then
+    redis.call('SET', KEYS[i], values[i], 'PX', string.format('%d', ms + 1))
+  else
+    redis.call('DEL', KEYS[i])
+  end
 end

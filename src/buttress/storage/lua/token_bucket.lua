@@ -1,47 +1,105 @@
--- Token bucket: one key per rate holding "tokens updated"; a bucket of `limit` tokens refilled
--- at limit/period per second (_bucket_view and _bucket_take in buttress/ratelimit/_algorithms.py).
+-- Token bucket: one key per rate holding "<tokens> <updated>"; a bucket of `limit` tokens
+-- refilled at limit/period per second (_bucket_view and _bucket_take in
+-- buttress/ratelimit/_algorithms.py).
 
-local KEYS_PER_RATE = 1
-
-local function load(rate, now)
-  rate.state = numbers(redis.call('GET', rate.keys[1]))
-end
-
-local function tokens(rate, now)
-  local limit, state = rate.limit, rate.state
-  local available = limit
-  if state then
-    local refill = (now - state[2]) * limit / rate.period
+if #KEYS == 1 then
+  local key = KEYS[1]
+  local limit, period = string.match(key, ':(%d+):([%d.]+)$', -48)
+  limit, period = tonumber(limit), tonumber(period)
+  local per_token = period / limit
+  local tokens = limit
+  local raw = redis.call('GET', key)
+  if raw then
+    local space = string.find(raw, ' ', 1, true)
+    local refill = (now - tonumber(string.sub(raw, space + 1))) * limit / period
     if not (refill > 0.0) then
       refill = 0.0
     end
-    available = pymin(available, state[1] + refill)
-  end
-  return available
-end
-
-local function view(rate, now, cost)
-  local limit = rate.limit
-  local per_token = rate.period / limit
-  local available = tokens(rate, now)
-  local slack = EPSILON / per_token
-  if available + slack >= cost then
-    local left = 0.0
-    if available > cost then
-      left = available - cost
+    local level = tonumber(string.sub(raw, 1, space - 1)) + refill
+    if level < tokens then
+      tokens = level
     end
-    return true, math.floor(left + slack), (limit - left) * per_token, 0.0
   end
-  return false, math.floor(available + slack), (limit - available) * per_token,
-    (cost - available) * per_token
+  local slack = EPSILON / per_token -- the tokens one microsecond brings: absorbs float noise
+  if tokens + slack >= cost then
+    local left = 0.0
+    if tokens > cost then
+      left = tokens - cost
+    end
+    if consume then
+      local ms = math.ceil((now + (limit - left) * period / limit - now) * 1000)
+      if ms > 0 then
+        redis.call('SET', key, string.format('%.17g %.17g', left, now),
+          'PX', string.format('%d', ms + 1))
+      else
+        redis.call('DEL', key)
+      end
+    end
+    local remaining, reset = math.floor(left + slack), (limit - left) * per_token
+    if remaining < 0 then
+      remaining = 0
+    end
+    if not (reset > 0.0) then
+      reset = 0.0
+    end
+    return string.format('%d %.17g', remaining, reset)
+  end
+  local remaining, reset = math.floor(tokens + slack), (limit - tokens) * per_token
+  local retry = (cost - tokens) * per_token
+  if remaining < 0 then
+    remaining = 0
+  end
+  if not (reset > 0.0) then
+    reset = 0.0
+  end
+  if not (retry > 0.0) then
+    retry = 0.0
+  end
+  return string.format('%d %.17g %.17g', remaining, reset, retry)
 end
 
-local function take(rate, now, cost)
-  local available = tokens(rate, now)
-  local left = 0.0
-  if available > cost then
-    left = available - cost
+local count = #KEYS
+local fits, remaining, resets, retries, lefts, expiries = {}, {}, {}, {}, {}, {}
+local allowed = true
+for i = 1, count do
+  local limit, period = string.match(KEYS[i], ':(%d+):([%d.]+)$', -48)
+  limit, period = tonumber(limit), tonumber(period)
+  local per_token = period / limit
+  local tokens = limit
+  local raw = redis.call('GET', KEYS[i])
+  if raw then
+    local space = string.find(raw, ' ', 1, true)
+    local refill = (now - tonumber(string.sub(raw, space + 1))) * limit / period
+    if not (refill > 0.0) then
+      refill = 0.0
+    end
+    local level = tonumber(string.sub(raw, 1, space - 1)) + refill
+    if level < tokens then
+      tokens = level
+    end
   end
-  local expires = now + (rate.limit - left) * rate.period / rate.limit
-  put(rate.keys[1], num(left) .. ' ' .. num(now), expires, now)
+  local slack = EPSILON / per_token
+  if tokens + slack >= cost then
+    local left = 0.0
+    if tokens > cost then
+      left = tokens - cost
+    end
+    fits[i], remaining[i], resets[i], retries[i] =
+      true, math.floor(left + slack), (limit - left) * per_token, 0.0
+    lefts[i], expiries[i] = left, now + (limit - left) * period / limit
+  else
+    allowed = false
+    fits[i], remaining[i], resets[i], retries[i] = false, math.floor(tokens + slack),
+      (limit - tokens) * per_token, (cost - tokens) * per_token
+  end
+end
+
+local function commit(i)
+  local ms = math.ceil((expiries[i] - now) * 1000)
+  if ms > 0 then
+    redis.call('SET', KEYS[i], string.format('%.17g %.17g', lefts[i], now),
+      'PX', string.format('%d', ms + 1))
+  else
+    redis.call('DEL', KEYS[i])
+  end
 end
