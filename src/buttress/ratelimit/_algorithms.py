@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from math import floor as _floor  # one global look-up, not two: these run per request
 from typing import Any, Literal, get_args
 
 from buttress.ratelimit._decision import Decision
@@ -119,7 +120,7 @@ def _log_take(state: Any, rate: Rate, now: float, cost: int) -> State:
 
 def _counter_step(state: Any, rate: Rate, now: float, cost: int) -> _Step:
     period, limit = rate.period, rate.limit
-    index = math.floor(now / period)
+    index = _floor(now / period)
     current = previous = 0.0
     if state is not None:
         if state[0] == index:
@@ -130,7 +131,7 @@ def _counter_step(state: Any, rate: Rate, now: float, cost: int) -> _Step:
     estimate = previous * (1.0 - (now - start) / period) + current
     if estimate + cost <= limit:
         after = [index, current + cost, previous]
-        return True, math.floor(limit - estimate - cost), start + 2 * period - now, 0.0, after
+        return True, _floor(limit - estimate - cost), start + 2 * period - now, 0.0, after
     if current + cost <= limit:
         # Wait until the previous window's share has decayed enough, within this window.
         retry = start + (1.0 - (limit - current - cost) / previous) * period - now
@@ -140,7 +141,7 @@ def _counter_step(state: Any, rate: Rate, now: float, cost: int) -> _Step:
         retry = start + period + max(fraction, 0.0) * period - now
     # Rejected, so something was counted: this window's hits weigh until the end of the next.
     reset = start + (2.0 if current else 1.0) * period - now
-    return False, max(0, math.floor(limit - estimate)), reset, max(retry, 0.0), None
+    return False, max(0, _floor(limit - estimate)), reset, max(retry, 0.0), None
 
 
 def _bucket_step(state: Any, rate: Rate, now: float, cost: int) -> _Step:
@@ -172,10 +173,10 @@ def _gcra_step(state: Any, rate: Rate, now: float, cost: int) -> _Step:
     tat = state[0] if state is not None and state[0] > now else now
     new_tat = tat + cost * interval
     if new_tat - now <= period + EPSILON:
-        remaining = math.floor((now + period - new_tat + EPSILON) / interval)
+        remaining = _floor((now + period - new_tat + EPSILON) / interval)
         # cost * period / limit, not cost * interval: the rounding the Redis script uses too.
         return True, remaining, new_tat - now, 0.0, [tat + cost * period / limit]
-    remaining = math.floor((now + period - tat + EPSILON) / interval)
+    remaining = _floor((now + period - tat + EPSILON) / interval)
     return False, remaining, tat - now, new_tat - period - now, None
 
 
