@@ -498,9 +498,8 @@ class CircuitBreaker:
         windowed = machine.windowed
         min_calls = self.rules.min_calls
         window = machine.window
-        add_success = (
-            window.add_success if machine.counting and isinstance(window, CountWindow) else None
-        )
+        # The window, not its add_success: clearing the window replaces its counter.
+        counter = window if machine.counting and isinstance(window, CountWindow) else None
 
         @functools.wraps(fn)
         def protected(*args: P.args, **kwargs: P.kwargs) -> R:  # noqa: PLR0912 - inlined paths
@@ -534,8 +533,8 @@ class CircuitBreaker:
                     and generation == machine.generation
                     and not machine.consecutive
                 ):
-                    if add_success is not None:
-                        if add_success() + 1 != min_calls:
+                    if counter is not None:
+                        if counter.add_success() + 1 != min_calls:
                             return result
                         transition = machine.judge_success(generation, None)
                         if transition is not None:
@@ -566,9 +565,8 @@ class CircuitBreaker:
         windowed = machine.windowed
         min_calls = self.rules.min_calls
         window = machine.window
-        add_success = (
-            window.add_success if machine.counting and isinstance(window, CountWindow) else None
-        )
+        # The window, not its add_success: clearing the window replaces its counter.
+        counter = window if machine.counting and isinstance(window, CountWindow) else None
 
         @functools.wraps(fn)
         async def protected(  # noqa: PLR0912 - the paths are inlined for speed
@@ -607,8 +605,8 @@ class CircuitBreaker:
                     and generation == machine.generation
                     and not machine.consecutive
                 ):
-                    if add_success is not None:
-                        if add_success() + 1 != min_calls:
+                    if counter is not None:
+                        if counter.add_success() + 1 != min_calls:
                             return result
                         transition = machine.judge_success(generation, None)
                         if transition is not None:
