@@ -81,7 +81,9 @@ class CountWindow:
 
     def totals(self, now: float) -> Totals:
         """The totals of the last ``size`` calls (call under the breaker's lock)."""
-        taken: int = self._sequence.__reduce__()[1][0]  # type: ignore[assignment]  # next number
+        # The next number, i.e. how many were taken: count's repr is "count(N)" (its __reduce__
+        # is deprecated since Python 3.12).
+        taken = int(repr(self._sequence)[6:-1])
         self._trim(taken - 1)
         return Totals(min(taken, self.size), len(self._failures), len(self._slow))
 
