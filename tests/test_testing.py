@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import TypeVar
 
@@ -18,6 +17,7 @@ import buttress._pytest_plugin
 from buttress import Clock, Retry, WaitFixed, retrying, system_clock
 from buttress._clock import active_wait_recorder
 from buttress.testing import FakeClock, InstantWaits, instant_waits
+from tests._threads import run_in_threads
 
 T = TypeVar("T")
 
@@ -45,36 +45,6 @@ class Flaky:
     async def run_async(self) -> str:
         await asyncio.sleep(0)
         return self()
-
-
-def run_in_threads(count: int, work: Callable[[int], T]) -> list[T]:
-    """Run ``work(index)`` in ``count`` threads started together; return results by index.
-
-    The interpreter's switch interval is lowered meanwhile so that races show up.
-    """
-    barrier = threading.Barrier(count)
-    results: dict[int, T] = {}
-    errors: list[BaseException] = []
-
-    def target(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = work(index)
-        except BaseException as error:  # reported below, in the test's thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=target, args=(index,)) for index in range(count)]
-    old_interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(old_interval)
-    assert errors == []
-    return [results[index] for index in range(count)]
 
 
 @pytest.fixture(autouse=True)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
-import threading
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Literal, TypeVar
 
@@ -15,6 +12,7 @@ from hypothesis import strategies as st
 
 from buttress import RetryBudget
 from buttress.testing import FakeClock
+from tests._threads import run_in_threads
 
 T = TypeVar("T")
 
@@ -23,36 +21,6 @@ TICK = 1 / 64
 
 # (ttl, buckets) pairs whose slot width (ttl / buckets) is an exact binary fraction or 1.5.
 WINDOWS = [(10, 10), (10, 5), (8, 4), (8, 8), (6, 4), (1, 8), (4, 1), (2, 16)]
-
-
-def run_in_threads(count: int, work: Callable[[int], T]) -> list[T]:
-    """Run ``work(index)`` in ``count`` threads started together; return results by index.
-
-    The interpreter's switch interval is lowered meanwhile so that races show up.
-    """
-    barrier = threading.Barrier(count)
-    results: dict[int, T] = {}
-    errors: list[BaseException] = []
-
-    def target(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = work(index)
-        except BaseException as error:  # reported below, in the test's thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=target, args=(index,)) for index in range(count)]
-    old_interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(old_interval)
-    assert errors == []
-    return [results[index] for index in range(count)]
 
 
 def withdraw_all(budget: RetryBudget, limit: int = 10_000) -> int:
