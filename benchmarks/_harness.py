@@ -347,3 +347,21 @@ def format_targets(targets: Sequence[Target]) -> list[str]:
 def print_progress(text: str) -> None:
     """The benchmarks' progress lines, on stderr so that stdout holds only the report."""
     print(f"... {text}", file=sys.stderr, flush=True)
+
+
+def make_identity() -> Callable[[int], int]:
+    """A fresh trivial function, for the success-path measurements (one per contender)."""
+
+    def f(x: int) -> int:
+        return x
+
+    return f
+
+
+def make_async_identity() -> Callable[[int], Awaitable[int]]:
+    """A fresh trivial coroutine function, for the async success-path measurements."""
+
+    async def f(x: int) -> int:
+        return x
+
+    return f

@@ -54,6 +54,8 @@ from benchmarks._harness import (
     async_runner,
     format_table,
     format_targets,
+    make_async_identity,
+    make_identity,
     print_progress,
     run_interleaved,
     silence_log_output,
@@ -268,20 +270,6 @@ SPECS: tuple[Spec, ...] = (
 
 
 # --- the measured functions -----------------------------------------------------------------------
-
-
-def make_identity() -> Callable[[int], int]:
-    def f(x: int) -> int:
-        return x
-
-    return f
-
-
-def make_async_identity() -> Callable[[int], Awaitable[int]]:
-    async def f(x: int) -> int:
-        return x
-
-    return f
 
 
 class DependencyDown(Exception):

@@ -40,6 +40,8 @@ from benchmarks._harness import (
     async_runner,
     count_sleeps,
     format_table,
+    make_async_identity,
+    make_identity,
     run_interleaved,
     silence_log_output,
     sync_runner,
@@ -113,20 +115,6 @@ DECORATORS: dict[str, Callable[[], Decorate]] = {
 
 
 # --- the measured functions -----------------------------------------------------------------------
-
-
-def make_identity() -> Callable[[int], int]:
-    def f(x: int) -> int:
-        return x
-
-    return f
-
-
-def make_async_identity() -> Callable[[int], Awaitable[int]]:
-    async def f(x: int) -> int:
-        return x
-
-    return f
 
 
 class TransientError(Exception):

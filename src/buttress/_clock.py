@@ -17,6 +17,7 @@ __all__ = [
     "SystemClock",
     "WaitRecorder",
     "active_wait_recorder",
+    "check_clock",
     "pop_wait_recorder",
     "push_wait_recorder",
     "system_clock",
@@ -60,6 +61,17 @@ class SystemClock:
 
 system_clock = SystemClock()
 """The shared real clock, the default of every policy. It holds no state."""
+
+
+def check_clock(clock: object) -> None:
+    """Check a ``clock`` argument provides what :class:`Clock` promises.
+
+    Raises:
+        TypeError: Naming the first method missing.
+    """
+    for method in ("now", "sleep", "sleep_async"):
+        if not callable(getattr(clock, method, None)):
+            raise TypeError(f"clock must provide {method}(), got {type(clock).__name__}")
 
 
 # --- Instant waits for tests -------------------------------------------------------------------

@@ -10,9 +10,17 @@ from __future__ import annotations
 import math
 import numbers
 from datetime import timedelta
-from typing import TypeAlias
+from typing import Any, TypeAlias, cast
 
-__all__ = ["Duration", "check_int", "seconds", "seconds_or_none"]
+__all__ = [
+    "NO_FALLBACK",
+    "Duration",
+    "check_exception_types",
+    "check_int",
+    "check_name",
+    "seconds",
+    "seconds_or_none",
+]
 
 Duration: TypeAlias = "float | int | timedelta"
 """A length of time: seconds as a number, or a :class:`datetime.timedelta`."""
@@ -69,3 +77,53 @@ def check_int(value: object, name: str, *, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return value
+
+
+def check_name(value: object, name: str = "name") -> str:
+    """Check a policy's name: a non-empty ``str``.
+
+    Raises:
+        TypeError: Otherwise, naming the argument.
+    """
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{name} must be a non-empty str, got {value!r}")
+    return value
+
+
+def check_exception_types(
+    value: object, name: str, *, hint: str = ""
+) -> tuple[type[BaseException], ...]:
+    """Check an argument naming exception types: one type or a tuple of them (not empty).
+
+    Args:
+        value: The value the user passed.
+        name: The argument's name, used in the error message.
+        hint: Words appended to the type error (e.g. where predicates go instead).
+
+    Raises:
+        TypeError: If anything in it is not an exception type.
+        ValueError: If it is an empty tuple.
+    """
+    types = value if isinstance(value, tuple) else (value,)
+    for item in types:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise TypeError(
+                f"{name} must be an exception type or a tuple of exception types, got {value!r}"
+                + hint
+            )
+    if not types:
+        raise ValueError(f"{name} must name at least one exception type")
+    return cast("tuple[type[BaseException], ...]", types)
+
+
+class _NoFallback:
+    """The marker for "no fallback configured" (``None`` is a valid fallback value)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_FALLBACK"
+
+
+NO_FALLBACK: Any = _NoFallback()
+"""The default ``fallback`` of every policy: none."""

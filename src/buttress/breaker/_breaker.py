@@ -18,10 +18,18 @@ from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, cast, get_args
 
 from buttress import _events
-from buttress._clock import Clock, system_clock
+from buttress._clock import Clock, check_clock, system_clock
 from buttress._errors import CircuitOpen, _circuit_open
 from buttress._events import Listener, check_listeners, emit
-from buttress._types import Duration, check_int, seconds, seconds_or_none
+from buttress._types import (
+    NO_FALLBACK,
+    Duration,
+    check_exception_types,
+    check_int,
+    check_name,
+    seconds,
+    seconds_or_none,
+)
 from buttress.breaker._events import BreakerCall, BreakerStateChanged, CallOutcome
 from buttress.breaker._machine import (
     CLOSED,
@@ -43,16 +51,6 @@ T = TypeVar("T")
 
 WindowType = Literal["count", "time"]
 _WINDOW_TYPES: tuple[str, ...] = get_args(WindowType)
-
-
-class _NoFallback:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NO_FALLBACK"
-
-
-_NO_FALLBACK: Any = _NoFallback()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,14 +133,6 @@ def breaker_registry() -> BreakerRegistry:
     return _default_registry
 
 
-def _exception_types(value: object, name: str) -> tuple[type[BaseException], ...]:
-    types = value if isinstance(value, tuple) else (value,)
-    for item in types:
-        if not (isinstance(item, type) and issubclass(item, BaseException)):
-            raise TypeError(f"{name} must be an exception type or a tuple of them, got {value!r}")
-    return cast("tuple[type[BaseException], ...]", types)
-
-
 def _rate(value: object, name: str) -> float | None:
     if value is None:
         return None
@@ -217,13 +207,12 @@ class CircuitBreaker:
         record: type[BaseException] | tuple[type[BaseException], ...] = Exception,
         ignore: Iterable[type[BaseException] | Callable[[BaseException], bool]] = (),
         failure_if_result: Callable[[Any], bool] | None = None,
-        fallback: Any = _NO_FALLBACK,
+        fallback: Any = NO_FALLBACK,
         listeners: Sequence[Listener] = (),
         clock: Clock = system_clock,
         registry: BreakerRegistry | Literal["default"] | None = "default",
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        check_name(name)
         self.name = name
         failure_rate = _rate(failure_rate, "failure_rate")
         slow_call_rate = _rate(slow_call_rate, "slow_call_rate")
@@ -273,7 +262,7 @@ class CircuitBreaker:
             half_open_max_calls=check_int(half_open_max_calls, "half_open_max_calls", minimum=1),
             success_threshold=check_int(success_threshold, "success_threshold", minimum=1),
         )
-        self._record = _exception_types(record, "record")
+        self._record = check_exception_types(record, "record")
         ignored_types: list[type[BaseException]] = []
         self._ignore_predicates: list[Callable[[BaseException], bool]] = []
         single = isinstance(ignore, type) or (callable(ignore) and not hasattr(ignore, "__iter__"))
@@ -292,9 +281,7 @@ class CircuitBreaker:
         self.failure_if_result = failure_if_result
         self.fallback = fallback
         self.listeners = check_listeners(listeners)
-        for method in ("now", "sleep", "sleep_async"):
-            if not callable(getattr(clock, method, None)):
-                raise TypeError(f"clock must provide {method}(), got {type(clock).__name__}")
+        check_clock(clock)
         self.clock = clock
         self._machine = Machine(self.rules, clock.now)
         self._open_message = f"circuit breaker {name!r} is open (see retry_after)"
@@ -471,7 +458,7 @@ class CircuitBreaker:
 
     def _reject(self, error: CircuitOpen) -> Any:
         fallback = self.fallback
-        if fallback is _NO_FALLBACK:
+        if fallback is NO_FALLBACK:
             raise error
         return fallback(error) if callable(fallback) else fallback
 
@@ -492,7 +479,7 @@ class CircuitBreaker:
         # one record() call, which needs no lock unless a window counts successes.
         plain = self.failure_if_result is None and not timed
         record, listeners, events, changed = machine.record, self.listeners, _events, self._changed
-        has_fallback = self.fallback is not _NO_FALLBACK
+        has_fallback = self.fallback is not NO_FALLBACK
         open_message, name = self._open_message, self.name
         fast = plain and not listeners
         windowed = machine.windowed
@@ -559,7 +546,7 @@ class CircuitBreaker:
 
         plain = self.failure_if_result is None and not timed
         record, listeners, events, changed = machine.record, self.listeners, _events, self._changed
-        has_fallback = self.fallback is not _NO_FALLBACK
+        has_fallback = self.fallback is not NO_FALLBACK
         open_message, name = self._open_message, self.name
         fast = plain and not listeners
         windowed = machine.windowed

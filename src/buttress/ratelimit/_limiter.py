@@ -28,10 +28,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
 from buttress import _events
-from buttress._clock import Clock, system_clock
+from buttress._clock import Clock, check_clock, system_clock
 from buttress._errors import RateLimited, StorageError
 from buttress._events import Listener, check_listeners, emit
-from buttress._types import Duration, check_int, seconds, seconds_or_none
+from buttress._types import Duration, check_int, check_name, seconds, seconds_or_none
 from buttress.ratelimit._algorithms import ALGORITHMS, Algorithm
 from buttress.ratelimit._decision import Decision
 from buttress.ratelimit._events import RateLimitDecided, StoreDegraded, StoreRecovered
@@ -194,16 +194,13 @@ class _GuardedFront:
         listeners: Sequence[Listener],
         clock: Clock,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        check_name(name)
         if on_store_error not in _ON_STORE_ERROR:
             raise ValueError(
                 f"on_store_error must be one of {', '.join(_ON_STORE_ERROR)}; "
                 f"got {on_store_error!r}"
             )
-        for method in ("now", "sleep", "sleep_async"):
-            if not callable(getattr(clock, method, None)):
-                raise TypeError(f"clock must provide {method}(), got {type(clock).__name__}")
+        check_clock(clock)
         self.name = name
         self.on_store_error: OnStoreError = on_store_error
         self.listeners = check_listeners(listeners)
@@ -787,20 +784,25 @@ class ConcurrencyLimit(_GuardedFront):
         """
         return self._guard.store.count_leases(_check_key(key))
 
+    def _lease_store(self, permit: Permit) -> Storage:
+        """The store holding ``permit``'s lease: the local one if it was granted degraded."""
+        local = self._guard.local
+        return local if permit.degraded and local is not None else self._guard.store
+
     def _release(self, permit: Permit) -> bool:
-        store = self._guard.local if permit.degraded and self._guard.local else self._guard.store
+        store = self._lease_store(permit)
         try:
             return store.release_lease(permit.key, permit.lease_id)
         except StorageError:
             return False  # the lease expires by its TTL
 
     async def _arelease(self, permit: Permit) -> bool:
-        store = self._guard.local if permit.degraded and self._guard.local else self._guard.store
+        store = self._lease_store(permit)
         try:
             return await store.arelease_lease(permit.key, permit.lease_id)
         except StorageError:
             return False  # the lease expires by its TTL
 
     def _renew(self, permit: Permit) -> bool:
-        store = self._guard.local if permit.degraded and self._guard.local else self._guard.store
+        store = self._lease_store(permit)
         return store.renew_lease(permit.key, permit.lease_id, self.lease)

@@ -18,6 +18,7 @@ Events (:class:`RetryScheduled`, :class:`RetrySucceeded`, :class:`RetryGaveUp`,
 logger.
 """
 
+from buttress._types import NO_FALLBACK
 from buttress.retry._budget import RetryBudget
 from buttress.retry._events import (
     RetryEvent,
@@ -26,7 +27,7 @@ from buttress.retry._events import (
     RetryScheduled,
     RetrySucceeded,
 )
-from buttress.retry._policy import NO_FALLBACK, Attempt, Attempts, Retry, retry, retrying
+from buttress.retry._policy import Attempt, Attempts, Retry, retry, retrying
 from buttress.retry._wait import (
     Jitter,
     Wait,

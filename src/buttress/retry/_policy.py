@@ -20,10 +20,18 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
 from buttress import _events
-from buttress._clock import Clock, active_wait_recorder, system_clock
+from buttress._clock import Clock, active_wait_recorder, check_clock, system_clock
 from buttress._errors import RetryBudgetExhausted, RetryExhausted, StopReason
 from buttress._events import Listener, check_listeners, emit
-from buttress._types import Duration, check_int, seconds, seconds_or_none
+from buttress._types import (
+    NO_FALLBACK,
+    Duration,
+    check_exception_types,
+    check_int,
+    check_name,
+    seconds,
+    seconds_or_none,
+)
 from buttress.retry._budget import RetryBudget
 from buttress.retry._events import RetryFailed, RetryGaveUp, RetryScheduled, RetrySucceeded
 from buttress.retry._wait import Wait, WaitExponential, as_wait
@@ -35,18 +43,8 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
-class _NoFallback:
-    """The marker for "no fallback configured" (``None`` is a valid fallback value)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NO_FALLBACK"
-
-
-NO_FALLBACK: Any = _NoFallback()
-
 _log = logging.getLogger("buttress.retry")
+_ON_HINT = " (use retry_if= for a predicate on the exception)"
 
 DEFAULT_WAIT = WaitExponential(initial=0.1, multiplier=2.0, max=10.0, jitter="full")
 """The default wait: exponential from 0.1 s, doubling, capped at 10 s, with full jitter."""
@@ -62,19 +60,6 @@ def _add_note(error: BaseException, note: str) -> None:
 
 def _plural(count: int) -> str:
     return f"{count} attempt" if count == 1 else f"{count} attempts"
-
-
-def _check_exception_types(on: object) -> tuple[type[BaseException], ...]:
-    types = on if isinstance(on, tuple) else (on,)
-    for item in types:
-        if not (isinstance(item, type) and issubclass(item, BaseException)):
-            raise TypeError(
-                f"on must be an exception type or a tuple of exception types, got {on!r} "
-                "(use retry_if= for a predicate on the exception)"
-            )
-    if not types:
-        raise ValueError("on must name at least one exception type")
-    return cast("tuple[type[BaseException], ...]", types)
 
 
 def _target_name(fn: object) -> str:
@@ -173,19 +158,16 @@ class Retry:
             check_int(self.attempts, "attempts", minimum=1)
         set_(self, "_timeout", seconds_or_none(self.timeout, "timeout", allow_zero=False))
         set_(self, "_wait", as_wait(self.wait))
-        set_(self, "_on", _check_exception_types(self.on))
+        set_(self, "_on", check_exception_types(self.on, "on", hint=_ON_HINT))
         _check_callable(self.retry_if, "retry_if")
         _check_callable(self.retry_if_result, "retry_if_result")
         _check_callable(self.pushback, "pushback")
         set_(self, "_max_wait", seconds(self.max_wait, "max_wait"))
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise TypeError(f"budget must be a RetryBudget, got {type(self.budget).__name__}")
-        if not isinstance(self.name, str) or not self.name:
-            raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+        check_name(self.name)
         set_(self, "listeners", check_listeners(self.listeners))
-        for method in ("now", "sleep", "sleep_async"):
-            if not callable(getattr(self.clock, method, None)):
-                raise TypeError(f"clock must provide {method}(), got {type(self.clock).__name__}")
+        check_clock(self.clock)
         # Store the normalised values in the public fields too, so repr and replace() show them.
         set_(self, "timeout", self._timeout)
         set_(self, "max_wait", self._max_wait)
