@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks {retry,ratelimit,breaker} [options]``.
+"""Command line: ``python -m benchmarks {retry,ratelimit,breaker,breaker-redis} [options]``.
 
 Each benchmark takes ``--rounds N``, ``--quick`` and ``--json PATH`` (``--help`` lists the rest).
 """
@@ -9,7 +9,7 @@ import argparse
 import sys
 
 try:
-    from benchmarks import breaker, ratelimit, retry
+    from benchmarks import breaker, breaker_redis, ratelimit, retry
 except ImportError as error:
     sys.exit(
         f"python -m benchmarks cannot import {error.name!r}: it needs buttress and the peer"
@@ -39,7 +39,15 @@ def main(argv: list[str] | None = None) -> int:
             help="circuit breakers: success path and rejection while open, sync and async",
         )
     )
+    breaker_redis.add_arguments(
+        commands.add_parser(
+            "breaker-redis",
+            help="circuit breakers sharing state on Redis: closed, failing and open, in PINGs",
+        )
+    )
     args = parser.parse_args(argv)
+    if args.benchmark == "breaker-redis":
+        return breaker_redis.run(args)
     if args.benchmark == "breaker":
         return breaker.run(args)
     if args.benchmark == "ratelimit":

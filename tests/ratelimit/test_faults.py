@@ -9,11 +9,6 @@ Redis decides on its own clock; wall time is measured only to prove that nothing
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -31,11 +26,10 @@ from buttress.ratelimit import (
 )
 from buttress.testing import FakeClock
 
+from .._redis_server import PrivateRedis, private_server
 from . import Recorder
 
 redis = pytest.importorskip("redis")
-from redis.backoff import NoBackoff  # noqa: E402 - after the import check above
-from redis.retry import Retry  # noqa: E402
 
 T = TypeVar("T")
 
@@ -45,95 +39,9 @@ COOLDOWN = 5.0  # store_cooldown, on the fake clock
 HIT_BOUND = 1.0  # the most wall time one decision may take, whatever the store does
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, which the test may stop, freeze and start again."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-        self.frozen = False
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert self.process is None
-        arguments = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        arguments += ["--appendonly", "no", "--dir", str(self.directory)]
-        self.process = subprocess.Popen(  # noqa: S603 - a fixed command line of our own
-            ["redis-server", *arguments],  # noqa: S607 - found on PATH, checked by the fixture
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = self.client()
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.RedisError:
-                    if self.process.poll() is not None or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        """Shut the server down (its port refuses connections until :meth:`start`)."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if self.frozen:
-            process.send_signal(signal.SIGCONT)
-            self.frozen = False
-        process.kill()
-        process.wait(timeout=10)
-
-    def freeze(self) -> None:
-        """Stop the server's process without closing its port: connections hang, unanswered."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-        self.frozen = True
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-        self.frozen = False
-
-    def client(self) -> Any:
-        # No retries: a refused connection must fail at once while start() waits for the port.
-        return redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            socket_timeout=2,
-            socket_connect_timeout=2,
-            retry=Retry(NoBackoff(), 0),
-        )
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        reason = "redis-server is not installed: the fault tests start servers of their own"
-        if os.environ.get("BUTTRESS_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason} (BUTTRESS_REQUIRE_SERVICES=1 requires it)", pytrace=False)
-        pytest.skip(reason)
-    private = PrivateRedis(tmp_path)
-    private.start()
-    try:
-        yield private
-    finally:
-        private.stop()
+    yield from private_server(tmp_path)
 
 
 @pytest.fixture

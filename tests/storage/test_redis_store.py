@@ -14,6 +14,7 @@ import math
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -1031,3 +1032,54 @@ class TestConstruction:
             assert (first.remaining, second.remaining) == (2, 1)
         finally:
             store.close()
+
+
+class TestOwnConnections:
+    """Decisions go out on the store's own connections, made by the client's pool."""
+
+    def test_a_connection_the_server_closed_is_replaced(self, store, raw, prefix):
+        rates = (Rate(10, per=60),)
+        assert store.decide("fixed-window", "k", rates, 1).remaining == 9
+        connections = store._connections
+        assert connections is not None
+        (ours,) = connections._ready  # the store's one connection: kill it, and no other
+        ours.send_command("CLIENT", "ID")
+        assert raw.client_kill_filter(_id=ours.read_response()) == 1
+        # The next decision finds the dead socket before sending, and reconnects.
+        assert store.decide("fixed-window", "k", rates, 1).remaining == 8
+
+    def test_a_connection_that_failed_mid_command_is_not_reused_as_is(self, private_redis):
+        # On a private server: a busy script blocks the whole server for a second.
+        store = RedisStorage.from_url(f"unix://{private_redis}", prefix="mid", timeout=0.2)
+        blocker = redis.Redis(unix_socket_path=str(private_redis))
+        rates = (Rate(10, per=60),)
+        busy_for_a_second = (
+            "local t = tonumber(redis.call('TIME')[1]) + 2 "
+            "while tonumber(redis.call('TIME')[1]) < t do end return 1"
+        )
+        try:
+            assert store.decide("fixed-window", "k", rates, 1).remaining == 9
+            busy = threading.Thread(target=lambda: blocker.eval(busy_for_a_second, 0))
+            busy.start()
+            time.sleep(0.1)
+            with pytest.raises(StorageError):  # its reply would come late on that connection
+                store.decide("fixed-window", "k", rates, 1)
+            busy.join(10)
+            # The late reply is never read as the answer of the next decision.
+            decision = store.decide("fixed-window", "k", rates, 1)
+            assert decision.remaining in (7, 8)  # (the timed-out decision may have counted)
+            assert store.decide("fixed-window", "k", rates, 1).remaining == decision.remaining - 1
+        finally:
+            store.close()
+            blocker.close()
+
+    def test_a_forked_child_does_not_use_the_parents_connections(self, store):
+        rates = (Rate(10, per=60),)
+        store.decide("fixed-window", "fork", rates, 1)
+        connections = store._connections
+        assert connections is not None
+        parents = list(connections._ready)
+        assert parents
+        connections._pid = -1  # what a forked child sees: another process's connections
+        assert store.decide("fixed-window", "fork", rates, 1).remaining == 8
+        assert not any(c in parents for c in connections._ready)

@@ -23,7 +23,14 @@ from buttress.breaker._breaker import (
     WindowType,
     breaker_registry,
 )
-from buttress.breaker._events import BreakerCall, BreakerEvent, BreakerStateChanged, CallOutcome
+from buttress.breaker._events import (
+    BreakerCall,
+    BreakerEvent,
+    BreakerStateChanged,
+    BreakerStoreDegraded,
+    BreakerStoreRecovered,
+    CallOutcome,
+)
 from buttress.breaker._machine import State
 
 __all__ = [
@@ -32,6 +39,8 @@ __all__ = [
     "BreakerMetrics",
     "BreakerRegistry",
     "BreakerStateChanged",
+    "BreakerStoreDegraded",
+    "BreakerStoreRecovered",
     "CallOutcome",
     "CircuitBreaker",
     "Guard",

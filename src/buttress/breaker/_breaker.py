@@ -15,11 +15,11 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, get_args
 
 from buttress import _events
 from buttress._clock import Clock, check_clock, system_clock
-from buttress._errors import CircuitOpen, _circuit_open
+from buttress._errors import CircuitOpen, StorageError, _circuit_open
 from buttress._events import Listener, check_listeners, emit
 from buttress._types import (
     NO_FALLBACK,
@@ -30,7 +30,12 @@ from buttress._types import (
     seconds,
     seconds_or_none,
 )
-from buttress.breaker._events import BreakerCall, BreakerStateChanged, CallOutcome
+from buttress.breaker._events import (
+    BreakerCall,
+    BreakerEvent,
+    BreakerStateChanged,
+    CallOutcome,
+)
 from buttress.breaker._machine import (
     CLOSED,
     FORCED_OPEN,
@@ -41,7 +46,11 @@ from buttress.breaker._machine import (
     State,
     Transition,
 )
+from buttress.breaker._shared import LOCAL, TRIAL, SharedState, Ticket
 from buttress.breaker._window import CountWindow
+
+if TYPE_CHECKING:
+    from buttress.storage import BreakerStorage
 
 __all__ = ["BreakerMetrics", "BreakerRegistry", "CircuitBreaker", "Guard", "breaker_registry"]
 
@@ -182,6 +191,17 @@ class CircuitBreaker:
         clock: The time source.
         registry: Where to register; default :func:`breaker_registry`; ``None`` registers
             nowhere.
+        storage: Share the breaker's state with every process using the same store and name:
+            a :class:`~buttress.storage.redis.RedisStorage` or a ``redis://`` URL (the
+            ``redis`` extra). ``None`` (the default): this process's own state. See
+            ``docs/breaker.md`` for the protocol and its trade-offs.
+        sync_interval: With ``storage``: seconds a process may keep successes before writing
+            them (failures are written at once); also how often a half-open or forced-open
+            view is asked again.
+        trial_lease: With ``storage``: seconds a half-open trial permit is held before it
+            lapses (a crashed holder frees it then).
+        store_cooldown: With ``storage``: seconds the breaker runs on local state after the
+            store failed, before one call tries the store again.
 
     Raises:
         TypeError, ValueError: For arguments out of range, at construction.
@@ -211,6 +231,10 @@ class CircuitBreaker:
         listeners: Sequence[Listener] = (),
         clock: Clock = system_clock,
         registry: BreakerRegistry | Literal["default"] | None = "default",
+        storage: BreakerStorage | str | None = None,
+        sync_interval: Duration = 0.2,
+        trial_lease: Duration = 10.0,
+        store_cooldown: Duration = 5.0,
     ) -> None:
         check_name(name)
         self.name = name
@@ -287,6 +311,12 @@ class CircuitBreaker:
         self._open_message = f"circuit breaker {name!r} is open (see retry_after)"
         # Read the clock on the success path only when a rule needs the time.
         self._timed = slow is not None or window_type == "time"
+        interval = seconds(sync_interval, "sync_interval", allow_zero=True)
+        lease = seconds(trial_lease, "trial_lease", allow_zero=False)
+        cooldown = seconds(store_cooldown, "store_cooldown", allow_zero=True)
+        self._shared: SharedState | None = None
+        if storage is not None:
+            self._shared = SharedState(self, _breaker_store(storage), interval, lease, cooldown)
         if registry == "default":
             breaker_registry().add(self)
         elif isinstance(registry, BreakerRegistry):
@@ -301,11 +331,44 @@ class CircuitBreaker:
 
     @property
     def state(self) -> State:
-        """The current state (OPEN turns HALF_OPEN at the next call after the reset timeout)."""
+        """The current state (OPEN turns HALF_OPEN at the next call after the reset timeout).
+
+        A shared breaker answers from the state it last learned from its store (no round trip),
+        or from its local state while the store is down.
+        """
+        shared = self._shared
+        if shared is not None and shared.known and not shared.circuit.down:
+            return shared.state
         return self._machine.state
 
+    @property
+    def storage(self) -> BreakerStorage | None:
+        """The store a shared breaker keeps its state in (``None`` for an in-process one)."""
+        return None if self._shared is None else self._shared.store
+
+    @property
+    def shared(self) -> bool:
+        """Whether this breaker's state is shared through a store and the store is answering."""
+        return self._shared is not None and not self._shared.circuit.down
+
     def metrics(self) -> BreakerMetrics:
-        """A snapshot of the state and the window."""
+        """A snapshot of the state and the window.
+
+        A shared breaker asks its store (one round trip) and describes the shared state; if the
+        store fails, it describes its local state.
+        """
+        shared = self._shared
+        if shared is not None and not shared.circuit.down:
+            now = self.clock.now()
+            sequence = shared.next_sequence()
+            try:
+                reply = shared.store.breaker(self.name, "read", shared.rules)
+            except StorageError as error:
+                shared.lost(error)
+            else:
+                shared.store_answered()
+                shared.apply(reply, now, sequence)
+                return shared.metrics(reply, now)
         machine, now = self._machine, self.clock.now()
         totals = machine.totals(now)
         return BreakerMetrics(
@@ -323,10 +386,28 @@ class CircuitBreaker:
     # -- manual control -------------------------------------------------------------------------
 
     def _force(self, state: State, reason: str) -> None:
+        shared = self._shared
+        if shared is not None:
+            sequence, operation, arguments = shared.force(state)
+            now = self.clock.now()
+            try:
+                reply = shared.store.breaker(self.name, operation, shared.rules, arguments)
+            except StorageError as error:
+                shared.lost(error)
+                self._changed(self._machine.force(state, reason, now))
+                raise
+            shared.store_answered()
+            shared.apply(reply, now, sequence)
+            return
         self._changed(self._machine.force(state, reason, self.clock.now()))
 
     def open(self) -> None:
-        """Open now, as a trip would (trial calls after the reset timeout)."""
+        """Open now, as a trip would (trial calls after the reset timeout).
+
+        On a shared breaker, each manual change applies to the shared state (one round trip); if
+        the store fails, it applies to this process's local state and :class:`StorageError` is
+        raised.
+        """
         self._force(State.OPEN, "opened by hand")
 
     def close(self) -> None:
@@ -363,6 +444,9 @@ class CircuitBreaker:
                 ),
                 self.listeners,
             )
+
+    def _changed_shared(self, event: BreakerEvent) -> None:
+        emit(event, self.listeners)
 
     def _call_event(
         self,
@@ -434,33 +518,253 @@ class CircuitBreaker:
     ) -> None:
         """Report how an admitted call ended (a block has no result to judge)."""
         machine = self._machine
-        if error is not None:
-            failure = self._classify(error)
-            if failure is None:
-                machine.release(generation)
-                self._call_event("ignored", machine.state_of(generation), None, error)
-                return
-        else:
-            predicate = self.failure_if_result
-            failure = judge_result and predicate is not None and bool(predicate(result))
-        now: float | None = None  # unless timed, the machine reads the clock if this trips
-        duration: float | None = None
-        is_slow = False
-        if self._timed:
-            now = self.clock.now()
-            duration = now - start
-            slow = self.rules.slow_call_duration
-            is_slow = slow is not None and duration >= slow
+        failure, is_slow, duration, now = self._judge(start, error, result, judge_result)
+        if failure is None:
+            machine.release(generation)
+            self._call_event("ignored", machine.state_of(generation), None, error)
+            return
         state = machine.state_of(generation)
         transition = machine.record(generation, failure, is_slow, now)
         self._call_event("failure" if failure else "success", state, duration, error)
         self._changed(transition)
+
+    def _judge(
+        self, start: float, error: BaseException | None, result: Any, judge_result: bool
+    ) -> tuple[bool | None, bool, float | None, float | None]:
+        """``(failure, slow, duration, now)`` of a call; ``failure`` is ``None`` to ignore it.
+
+        ``now`` and ``duration`` are ``None`` unless a rule needs the time.
+        """
+        if error is not None:
+            failure = self._classify(error)
+            if failure is None:
+                return None, False, None, None
+        else:
+            predicate = self.failure_if_result
+            failure = judge_result and predicate is not None and bool(predicate(result))
+        if not self._timed:
+            return failure, False, None, None
+        now = self.clock.now()
+        duration = now - start
+        slow = self.rules.slow_call_duration
+        return failure, slow is not None and duration >= slow, duration, now
 
     def _reject(self, error: CircuitOpen) -> Any:
         fallback = self.fallback
         if fallback is NO_FALLBACK:
             raise error
         return fallback(error) if callable(fallback) else fallback
+
+    # -- the shared protocol (a breaker made with storage=; see _shared.py) ----------------------
+
+    def _enter(self) -> Ticket:
+        """Admit a call (shared or not) or raise :class:`CircuitOpen`."""
+        shared = self._shared
+        if shared is None:
+            return (LOCAL, self._admit(), "")
+        now = self.clock.now()
+        ticket = shared.cached(now)
+        if ticket is not None:
+            return ticket
+        sequence, arguments = shared.trial_request()
+        try:
+            reply = shared.store.breaker(self.name, "trial", shared.rules, arguments)
+        except StorageError as error:
+            shared.lost(error)
+            return shared.local()
+        return shared.admitted(reply, now, sequence, arguments[0])
+
+    async def _aenter(self) -> Ticket:
+        """The coroutine form of :meth:`_enter`."""
+        shared = self._shared
+        if shared is None:
+            return (LOCAL, self._admit(), "")
+        now = self.clock.now()
+        ticket = shared.cached(now)
+        if ticket is not None:
+            return ticket
+        sequence, arguments = shared.trial_request()
+        try:
+            reply = await shared.store.abreaker(self.name, "trial", shared.rules, arguments)
+        except StorageError as error:
+            shared.lost(error)
+            return shared.local()
+        return shared.admitted(reply, now, sequence, arguments[0])
+
+    def _outcome(
+        self,
+        ticket: Ticket,
+        start: float,
+        error: BaseException | None,
+        result: Any,
+        judge_result: bool,
+    ) -> tuple[tuple[int, str, tuple[str, ...]], float] | None:
+        """Count how a shared call ended; return the round trip to make now, if any."""
+        shared = cast("SharedState", self._shared)
+        kind = ticket[0]
+        failure, slow, duration, now = self._judge(start, error, result, judge_result)
+        if now is None:
+            now = self.clock.now()
+        state = HALF_OPEN if kind == TRIAL else shared.state
+        outcome: CallOutcome = "ignored" if failure is None else "failure" if failure else "success"
+        self._call_event(outcome, state, duration, error)
+        if shared.circuit.down:
+            # The store failed meanwhile: the local breaker counts it (a trial's permit lapses).
+            if failure is not None and kind != TRIAL:
+                machine = self._machine
+                self._changed(machine.record(machine.generation, failure, slow, now))
+            return None
+        if kind == TRIAL:
+            return shared.trial_done(ticket, failure), now
+        if failure is None:
+            return None
+        request = shared.outcome(ticket, failure, slow, now)
+        return None if request is None else (request, now)
+
+    def _leave(
+        self,
+        ticket: Ticket,
+        start: float,
+        error: BaseException | None,
+        result: Any,
+        judge_result: bool = True,
+    ) -> None:
+        """Report how a call admitted by :meth:`_enter` ended."""
+        if ticket[0] == LOCAL:
+            self._finish(ticket[1], start, error, result, judge_result)
+            return
+        send = self._outcome(ticket, start, error, result, judge_result)
+        if send is not None:
+            (sequence, operation, arguments), now = send
+            shared = cast("SharedState", self._shared)
+            try:
+                reply = shared.store.breaker(self.name, operation, shared.rules, arguments)
+            except StorageError as failure:
+                shared.lost(failure, arguments if operation == "sync" else None)
+                return
+            shared.store_answered()
+            shared.apply(reply, now, sequence)
+
+    async def _aleave(
+        self,
+        ticket: Ticket,
+        start: float,
+        error: BaseException | None,
+        result: Any,
+        judge_result: bool = True,
+    ) -> None:
+        """The coroutine form of :meth:`_leave`."""
+        if ticket[0] == LOCAL:
+            self._finish(ticket[1], start, error, result, judge_result)
+            return
+        send = self._outcome(ticket, start, error, result, judge_result)
+        if send is not None:
+            (sequence, operation, arguments), now = send
+            shared = cast("SharedState", self._shared)
+            try:
+                reply = await shared.store.abreaker(self.name, operation, shared.rules, arguments)
+            except StorageError as failure:
+                shared.lost(failure, arguments if operation == "sync" else None)
+                return
+            shared.store_answered()
+            shared.apply(reply, now, sequence)
+
+    def flush(self) -> None:
+        """Write the outcomes a shared breaker still holds (a no-op for an in-process one).
+
+        A shared breaker writes successes once per ``sync_interval``; call this before a
+        process exits so that its last successes count. Store faults are handled as on a call.
+        """
+        shared = self._shared
+        if shared is None:
+            return
+        now = self.clock.now()
+        request = shared.flush(now)
+        if request is None or shared.circuit.down:
+            return
+        sequence, operation, arguments = request
+        try:
+            reply = shared.store.breaker(self.name, operation, shared.rules, arguments)
+        except StorageError as error:
+            shared.lost(error, arguments)
+            return
+        shared.store_answered()
+        shared.apply(reply, now, sequence)
+
+    async def aflush(self) -> None:
+        """The coroutine form of :meth:`flush`."""
+        shared = self._shared
+        if shared is None:
+            return
+        now = self.clock.now()
+        request = shared.flush(now)
+        if request is None or shared.circuit.down:
+            return
+        sequence, operation, arguments = request
+        try:
+            reply = await shared.store.abreaker(self.name, operation, shared.rules, arguments)
+        except StorageError as error:
+            shared.lost(error, arguments)
+            return
+        shared.store_answered()
+        shared.apply(reply, now, sequence)
+
+    def _decorate_shared_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
+        enter, leave, reject, timed, now = (
+            self._enter,
+            self._leave,
+            self._reject,
+            self._timed,
+            (self.clock.now),
+        )
+
+        @functools.wraps(fn)
+        def protected(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                ticket = enter()
+            except CircuitOpen as error:
+                return cast("R", reject(error))
+            start = now() if timed else 0.0
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as error:
+                leave(ticket, start, error, None)
+                raise
+            leave(ticket, start, None, result)
+            return result
+
+        return protected
+
+    def _decorate_shared_async(
+        self, fn: Callable[P, Coroutine[Any, Any, T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        enter, leave, reject, timed, now = (
+            self._aenter,
+            self._aleave,
+            self._reject,
+            self._timed,
+            (self.clock.now),
+        )
+
+        @functools.wraps(fn)
+        async def protected(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                ticket = await enter()
+            except CircuitOpen as error:
+                outcome = reject(error)
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
+                return cast("T", outcome)
+            start = now() if timed else 0.0
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as error:
+                await leave(ticket, start, error, None)
+                raise
+            await leave(ticket, start, None, result)
+            return result
+
+        return protected
 
     # -- calling styles -------------------------------------------------------------------------
 
@@ -473,6 +777,8 @@ class CircuitBreaker:
         return self._decorate_sync(fn)
 
     def _decorate_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
+        if self._shared is not None:
+            return self._decorate_shared_sync(fn)
         machine, closed, timed, now = self._machine, CLOSED, self._timed, self.clock.now
         admit, finish, reject = self._admit, self._finish, self._reject
         # The success path inlined for the common configuration (no result predicate, no timing):
@@ -541,6 +847,8 @@ class CircuitBreaker:
     def _decorate_async(
         self, fn: Callable[P, Coroutine[Any, Any, T]]
     ) -> Callable[P, Coroutine[Any, Any, T]]:
+        if self._shared is not None:
+            return self._decorate_shared_async(fn)
         machine, closed, timed, now = self._machine, CLOSED, self._timed, self.clock.now
         admit, finish, reject = self._admit, self._finish, self._reject
 
@@ -640,20 +948,26 @@ class CircuitBreaker:
 class Guard:
     """One protected block (see :meth:`CircuitBreaker.guard`). Use it once."""
 
-    __slots__ = ("_breaker", "_generation", "_start")
+    __slots__ = ("_breaker", "_start", "_ticket")
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
-        self._generation = -1
+        self._ticket: Ticket | None = None
         self._start = 0.0
 
-    def __enter__(self) -> Guard:
-        if self._generation >= 0:
-            raise RuntimeError("a guard can be entered only once; call breaker.guard() again")
+    def _entered(self, ticket: Ticket) -> Guard:
+        self._ticket = ticket
         breaker = self._breaker
-        self._generation = breaker._admit()  # noqa: SLF001 - the breaker's own protocol
         self._start = breaker.clock.now() if breaker._timed else 0.0  # noqa: SLF001
         return self
+
+    def _check_unused(self) -> None:
+        if self._ticket is not None:
+            raise RuntimeError("a guard can be entered only once; call breaker.guard() again")
+
+    def __enter__(self) -> Guard:
+        self._check_unused()
+        return self._entered(self._breaker._enter())  # noqa: SLF001 - the breaker's own protocol
 
     def __exit__(
         self,
@@ -661,12 +975,12 @@ class Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._breaker._finish(  # noqa: SLF001 - the breaker's own protocol
-            self._generation, self._start, exc, None, judge_result=False
-        )
+        ticket = cast("Ticket", self._ticket)
+        self._breaker._leave(ticket, self._start, exc, None, judge_result=False)  # noqa: SLF001
 
     async def __aenter__(self) -> Guard:
-        return self.__enter__()
+        self._check_unused()
+        return self._entered(await self._breaker._aenter())  # noqa: SLF001 - the protocol
 
     async def __aexit__(
         self,
@@ -674,4 +988,22 @@ class Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        ticket = cast("Ticket", self._ticket)
+        await self._breaker._aleave(  # noqa: SLF001 - the breaker's own protocol
+            ticket, self._start, exc, None, judge_result=False
+        )
+
+
+def _breaker_store(storage: object) -> BreakerStorage:
+    """The store of a shared breaker, from a store or a URL."""
+    # Imported here: storage sits below the breaker, and a URL may need the redis extra.
+    from buttress.storage import BreakerStorage, storage_from_url  # noqa: PLC0415
+
+    if isinstance(storage, str):
+        storage = storage_from_url(storage)
+    if not isinstance(storage, BreakerStorage):
+        raise TypeError(
+            "storage must be a store that keeps shared breaker state (a RedisStorage or a "
+            f"redis:// URL), got {type(storage).__name__}"
+        )
+    return storage

@@ -9,7 +9,14 @@ from typing import ClassVar, Literal
 from buttress._events import Event
 from buttress.breaker._machine import State
 
-__all__ = ["BreakerCall", "BreakerEvent", "BreakerStateChanged", "CallOutcome"]
+__all__ = [
+    "BreakerCall",
+    "BreakerEvent",
+    "BreakerStateChanged",
+    "BreakerStoreDegraded",
+    "BreakerStoreRecovered",
+    "CallOutcome",
+]
 
 CallOutcome = Literal["success", "failure", "ignored", "rejected"]
 """How a call through a breaker ended."""
@@ -69,3 +76,48 @@ class BreakerCall(BreakerEvent):
         """Say how the call ended."""
         error = f": {type(self.error).__name__}" if self.error is not None else ""
         return f"{self.policy}: call {self.outcome} in state {self.state}{error}"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStoreDegraded(BreakerEvent):
+    """A shared breaker lost its store; it runs on this process's own state until it returns.
+
+    Attributes:
+        error: The store's error.
+        retry_in: Seconds until the store is tried again.
+    """
+
+    error: BaseException
+    retry_in: float
+
+    @property
+    def log_level(self) -> int:
+        """ERROR: this process no longer shares the breaker's state."""
+        return logging.ERROR
+
+    def describe(self) -> str:
+        """Say what failed and what happens now."""
+        return (
+            f"{self.policy}: store failed ({type(self.error).__name__}: {self.error}); running on "
+            f"local state, retrying the store in {self.retry_in:.1f} s"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStoreRecovered(BreakerEvent):
+    """A shared breaker's store answers again; the process rejoined the shared state.
+
+    Attributes:
+        down_for: Seconds the breaker ran on local state.
+    """
+
+    down_for: float
+
+    @property
+    def log_level(self) -> int:
+        """WARNING: worth seeing next to the error that started it."""
+        return logging.WARNING
+
+    def describe(self) -> str:
+        """Say that the shared state is back."""
+        return f"{self.policy}: store recovered after {self.down_for:.1f} s; shared state rejoined"

@@ -324,6 +324,23 @@ class Machine:
                 self.window.clear()
             return self._move(state, reason)
 
+    def adopt(self, state: State, open_until: float) -> None:
+        """Take ``state`` as learned elsewhere (a shared breaker losing its store), afresh.
+
+        The window and counters start empty; an OPEN state keeps ``open_until``. No event: the
+        state is the one the breaker already showed.
+        """
+        with self._lock:
+            if state is not self.state:
+                self._move(state, "adopted")
+            else:
+                self.in_flight = self.successes = 0
+            self.consecutive = 0
+            self.window.clear()
+            self.open_until = open_until if state is OPEN else -math.inf
+            if state is CLOSED:
+                self.trips = 0
+
     def totals(self, now: float) -> Totals:
         """The window's totals now."""
         with self._lock:

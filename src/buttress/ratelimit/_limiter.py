@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +30,7 @@ from buttress import _events
 from buttress._clock import Clock, check_clock, system_clock
 from buttress._errors import RateLimited, StorageError
 from buttress._events import Listener, check_listeners, emit
+from buttress._store_circuit import StoreCircuit
 from buttress._types import Duration, check_int, check_name, seconds, seconds_or_none
 from buttress.ratelimit._algorithms import ALGORITHMS, Algorithm
 from buttress.ratelimit._decision import Decision
@@ -81,24 +81,10 @@ def _check_key(key: object) -> str:
     return key
 
 
-class _StoreGuard:
+class _StoreGuard(StoreCircuit):
     """Calls a store under the limiter's fault policy (see the module docstring)."""
 
-    __slots__ = (
-        "_clock",
-        "_cooldown",
-        "_down_since",
-        "_failures",
-        "_limit_failures",
-        "_listeners",
-        "_lock",
-        "_name",
-        "_open",
-        "_open_until",
-        "local",
-        "mode",
-        "store",
-    )
+    __slots__ = ("_guard_clock", "_guard_lock", "local", "mode", "store")
 
     def __init__(
         self,
@@ -110,74 +96,26 @@ class _StoreGuard:
         name: str,
         listeners: tuple[Listener, ...],
     ) -> None:
+        super().__init__(
+            failures,
+            cooldown,
+            clock,
+            lambda error, retry_in: StoreDegraded(name, mode, error, retry_in),
+            lambda down_for: StoreRecovered(name, down_for),
+            listeners,
+        )
         self.store = store
         self.mode = mode
         self.local: Storage | None = None  # the fallback store, made on first need
-        self._limit_failures = failures
-        self._cooldown = cooldown
-        self._clock = clock
-        self._name = name
-        self._listeners = listeners
-        self._lock = threading.Lock()
-        self._failures = 0  # failures in a row while closed
-        self._open = False  # True: the store is left alone until _open_until
-        self._open_until = -math.inf
-        self._down_since: float | None = None
-
-    def available(self) -> bool:
-        """Whether this call may use the store.
-
-        While the circuit is open, no; once the cooldown has passed, exactly one caller gets to
-        try (the others keep answering by the policy until that trial succeeds or fails).
-        """
-        if not self._open:
-            return True
-        now = self._clock.now()
-        if now < self._open_until:
-            return False
-        with self._lock:
-            if self._open and now >= self._open_until:
-                self._open_until = now + self._cooldown  # this caller is the trial
-                return True
-        return False
-
-    def succeeded(self) -> None:
-        """Record a store call that answered."""
-        if self._failures or self._open or self._down_since is not None:
-            with self._lock:
-                self._failures = 0
-                self._open = False
-                self._open_until = -math.inf
-                since, self._down_since = self._down_since, None
-            if since is not None:
-                emit(StoreRecovered(self._name, self._clock.now() - since), self._listeners)
-
-    def failed(self, error: BaseException) -> None:
-        """Record a store failure; open the circuit after too many in a row, or a failed trial."""
-        now = self._clock.now()
-        with self._lock:
-            self._failures += 1
-            if self._open or self._failures >= self._limit_failures:
-                self._open = True
-                self._open_until = now + self._cooldown
-                self._failures = 0
-            retry_in = max(0.0, self._open_until - now)
-            announce = self._down_since is None
-            if announce:
-                self._down_since = now
-        if announce:
-            emit(StoreDegraded(self._name, self.mode, error, retry_in), self._listeners)
-
-    def retry_in(self) -> float:
-        """Seconds until the store will be tried again."""
-        return max(0.0, self._open_until - self._clock.now())
+        self._guard_clock = clock
+        self._guard_lock = threading.Lock()
 
     def fallback(self) -> Storage:
         """The local store used by the ``local`` policy."""
         if self.local is None:
-            with self._lock:
+            with self._guard_lock:
                 if self.local is None:
-                    self.local = _memory_store(self._clock)
+                    self.local = _memory_store(self._guard_clock)
         return self.local
 
 

@@ -11,7 +11,8 @@ The Redis store needs the ``redis`` extra (``pip install 'buttress[redis]'``).
 """
 
 from buttress.storage._base import Storage
+from buttress.storage._breaker import BreakerReply, BreakerStorage
 from buttress.storage._url import storage_from_url
 from buttress.storage.memory import MemoryStorage
 
-__all__ = ["MemoryStorage", "Storage", "storage_from_url"]
+__all__ = ["BreakerReply", "BreakerStorage", "MemoryStorage", "Storage", "storage_from_url"]

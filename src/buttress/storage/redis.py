@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import os
 import threading
 from importlib import resources
 from typing import Any
@@ -51,6 +52,7 @@ from buttress._errors import ConfigurationError, StorageError
 from buttress._types import check_int, seconds
 from buttress.ratelimit._decision import Decision
 from buttress.ratelimit._rate import Rate
+from buttress.storage._breaker import BREAKER_OPERATIONS, BreakerReply
 
 __all__ = ["RedisStorage"]
 
@@ -63,6 +65,7 @@ _ALGORITHMS: dict[str, tuple[str, str]] = {
     "gcra": ("gcra", "gcra"),
 }
 _DEFAULT_URL = "redis://localhost:6379/0"
+_BREAKER_RULES = 13  # the rules a breaker sends with each operation (see lua/breaker.lua)
 
 # asyncio.timeout (3.11+): cheaper than wait_for, which before 3.12 runs the call in a new task.
 _timeout_scope: Any = getattr(asyncio, "timeout", None)
@@ -161,6 +164,58 @@ class _Plan:
         if len(parts) == 2:
             return Decision(True, rate.limit, int(parts[0]), float(parts[1]), None, rate)
         return Decision(False, rate.limit, int(parts[0]), float(parts[1]), float(parts[2]), rate)
+
+
+class _Connections:
+    """This store's own connections to the server of a synchronous client, reused as stacks.
+
+    A decision is sent on a connection of the client's connection class and settings (host or
+    socket, TLS, credentials, database, timeouts), made by its pool, but taken and returned here:
+    redis-py's ``execute_command`` and pool bookkeeping cost more client time than the round trip
+    itself. A connection is checked before reuse as the pool would (a server restart leaves a
+    dead socket); one that failed mid-command is disconnected and reconnects on its next use.
+    After ``fork`` the child makes its own.
+    """
+
+    __slots__ = ("_pid", "_pool", "_ready", "_spare")
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._ready: list[Any] = []  # connected and in step with the server
+        self._spare: list[Any] = []  # disconnected after a failure
+        self._pid = os.getpid()
+
+    def take(self) -> Any:
+        """A connection for one command (list.pop is atomic: no lock needed)."""
+        if self._pid != os.getpid():  # a forked child: the parent's sockets are not ours
+            self._ready, self._spare, self._pid = [], [], os.getpid()
+        try:
+            connection = self._ready.pop()
+        except IndexError:
+            try:
+                return self._spare.pop()
+            except IndexError:
+                return self._pool.make_connection()
+        try:
+            if connection.can_read():  # leftover data, or the server closed it: start afresh
+                connection.disconnect()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            connection.disconnect()
+        return connection
+
+    def give(self, connection: Any) -> None:
+        """Return a connection that is in step with the server."""
+        self._ready.append(connection)
+
+    def drop(self, connection: Any) -> None:
+        """Disconnect a connection that failed mid-command, and keep it for a later reconnect."""
+        connection.disconnect()
+        self._spare.append(connection)
+
+    def close(self) -> None:
+        """Disconnect every idle connection."""
+        while self._ready:
+            self._ready.pop().disconnect()
 
 
 def _address(client: object) -> str:
@@ -262,6 +317,7 @@ class RedisStorage:
         if client is None and self._url is not None:
             client = redis.Redis.from_url(self._url, **self._sync_options())
         self._client = client
+        self._connections = None if client is None else _Connections(client.connection_pool)
         self._async_client = async_client
         # Clients made from the URL for each event loop (an asyncio connection belongs to one).
         self._loop_clients: dict[asyncio.AbstractEventLoop, redis.asyncio.Redis] = {}
@@ -349,21 +405,36 @@ class RedisStorage:
         """Run one script on the synchronous client: one round trip (``EVALSHA``).
 
         ``arguments`` are those of ``EVALSHA`` after the digest: the number of keys, the keys,
-        the arguments. After ``NOSCRIPT`` the script is loaded and called again. (Straight
-        ``execute_command``: redis-py's ``Script`` objects and ``evalsha`` add work per call.)
+        the arguments. After ``NOSCRIPT`` the script is loaded and called again, on the same
+        connection. The command goes out on one of the store's own connections (see
+        :class:`_Connections`), so the client's retry policy does not apply: a failure is
+        reported at once, and the caller's fault policy answers.
         """
-        client = self._client
-        if client is None:
-            client = self._sync()
-        execute: Any = client.execute_command  # untyped in redis-py
+        connections = self._connections
+        if connections is None:
+            self._sync()  # raises ConfigurationError: no synchronous client
+        assert connections is not None  # noqa: S101 - for type checkers: _sync() raised
         try:
+            connection = connections.take()
             try:
-                return execute("EVALSHA", script.sha, *arguments)
-            except NoScriptError:
-                client.script_load(script.source)
-                return execute("EVALSHA", script.sha, *arguments)
+                connection.send_command("EVALSHA", script.sha, *arguments)
+                try:
+                    reply = connection.read_response()
+                except NoScriptError:
+                    connection.send_command("SCRIPT", "LOAD", script.source)
+                    connection.read_response()
+                    connection.send_command("EVALSHA", script.sha, *arguments)
+                    reply = connection.read_response()
+            except redis.ResponseError:
+                connections.give(connection)  # an error reply: the connection is in step
+                raise
+            except BaseException:
+                connections.drop(connection)  # a reply may be half read: never reuse it as is
+                raise
         except (redis.RedisError, OSError) as error:
             raise self._failure(operation, f"{type(error).__name__}: {error}") from error
+        connections.give(connection)
+        return reply
 
     async def _evalsha(self, script: _Script, arguments: tuple[object, ...]) -> Any:
         client = self._async()
@@ -632,11 +703,72 @@ class RedisStorage:
         reply = await self._arun("count_leases", _script("lease_count"), args)
         return int(reply)
 
+    # -- shared circuit breakers -----------------------------------------------------------------
+
+    def _breaker_args(
+        self,
+        name: str,
+        operation: str,
+        rules: tuple[str, ...],
+        arguments: tuple[str, ...],
+        now: float | None,
+    ) -> tuple[object, ...]:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        if operation not in BREAKER_OPERATIONS:
+            raise ValueError(
+                f"operation must be one of {', '.join(sorted(BREAKER_OPERATIONS))}, "
+                f"got {operation!r}"
+            )
+        if len(rules) != _BREAKER_RULES:
+            raise ValueError(f"rules must hold {_BREAKER_RULES} values, got {len(rules)}")
+        tag = f"{{{self._prefix}:breaker:{name}}}"
+        keys = (f"{tag}:state", f"{tag}:window", f"{tag}:trials")
+        return (3, *keys, self._now(now), operation, *rules, *arguments)
+
+    def breaker(
+        self,
+        name: str,
+        operation: str,
+        rules: tuple[str, ...],
+        arguments: tuple[str, ...] = (),
+        *,
+        now: float | None = None,
+    ) -> BreakerReply:
+        """Run one operation on the shared state of the breaker ``name``: one round trip.
+
+        Implements :class:`buttress.storage.BreakerStorage` (what a shared
+        :class:`~buttress.CircuitBreaker` calls; see ``storage/lua/breaker.lua``). Keys:
+        ``{P:breaker:NAME}:state``, ``:window`` and ``:trials``, kept while in use and for a
+        while after (the rules say how long).
+
+        Raises:
+            StorageError: When Redis fails or does not answer in time.
+        """
+        args = self._breaker_args(name, operation, rules, arguments, now)
+        return BreakerReply.parse(self._run(f"breaker {operation}", _script("breaker"), args))
+
+    async def abreaker(
+        self,
+        name: str,
+        operation: str,
+        rules: tuple[str, ...],
+        arguments: tuple[str, ...] = (),
+        *,
+        now: float | None = None,
+    ) -> BreakerReply:
+        """The coroutine form of :meth:`breaker`."""
+        args = self._breaker_args(name, operation, rules, arguments, now)
+        reply = await self._arun(f"breaker {operation}", _script("breaker"), args)
+        return BreakerReply.parse(reply)
+
     def close(self) -> None:
         """Close the synchronous client made by this store (clients passed in stay open).
 
         In asyncio code, ``await`` :meth:`aclose` instead: it also closes the asyncio client.
         """
+        if self._connections is not None:
+            self._connections.close()
         if self._owns_client and self._client is not None:
             self._client.close()
 
