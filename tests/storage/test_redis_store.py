@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 import pytest
 import redis
@@ -27,6 +27,7 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import buttress.storage.redis
 from buttress import ConfigurationError, StorageError
 from buttress.ratelimit import Decision, Rate
 from buttress.ratelimit._algorithms import ALGORITHMS, State, decide, expires_at
@@ -595,16 +596,6 @@ async def aevery_operation(store: RedisStorage, tag: str) -> int:
     return calls + 4
 
 
-class CountingConnection(redis.Connection):
-    """Counts the requests written to the socket (a pipeline would be one)."""
-
-    requests = 0
-
-    def send_packed_command(self, command, check_health=True):
-        type(self).requests += 1
-        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-
-
 class AsyncCountingConnection(redis.asyncio.Connection):
     requests = 0
 
@@ -613,30 +604,7 @@ class AsyncCountingConnection(redis.asyncio.Connection):
         await super().send_packed_command(command, check_health)
 
 
-class RecordingConnection(redis.Connection):
-    """Keeps the arguments of every command sent."""
-
-    sent: ClassVar[list[tuple[Any, ...]]] = []
-
-    def send_command(self, *args, **kwargs):
-        type(self).sent.append(args)
-        super().send_command(*args, **kwargs)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-
-
 class TestScripts:
-    def test_one_request_per_operation(self, redis_url, prefix):
-        pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
-        client = redis.Redis(connection_pool=pool)
-        store = RedisStorage(client, prefix=prefix)
-        try:
-            every_operation(store, "warm-up")  # connects and loads every script
-            before = CountingConnection.requests
-            calls = every_operation(store, "k")
-            assert CountingConnection.requests - before == calls
-        finally:
-            client.close()
-            pool.disconnect()
-
     async def test_one_request_per_operation_asyncio(self, redis_url, prefix):
         pool = redis.asyncio.ConnectionPool.from_url(
             redis_url, connection_class=AsyncCountingConnection
@@ -652,29 +620,28 @@ class TestScripts:
             await client.aclose()
             await pool.disconnect()
 
-    def test_a_decision_sends_its_keys_and_little_else(self, redis_url, prefix):
+    def test_a_decision_sends_its_keys_and_little_else(self, store, prefix, monkeypatch):
         # Limit and period travel in the key's name; a cost of 1 on the server's clock goes
-        # without arguments.
-        pool = redis.ConnectionPool.from_url(redis_url, connection_class=RecordingConnection)
-        client = redis.Redis(connection_pool=pool)
-        store = RedisStorage(client, prefix=prefix)
+        # without arguments. (What the store packs is what goes on its socket.)
+        sent: list[tuple[Any, ...]] = []
+        pack = buttress.storage.redis._pack
+
+        def recording(args: tuple[Any, ...]) -> bytes:
+            sent.append(args)
+            return pack(args)
+
         one = (Rate(5, per=60),)
-        try:
-            store.decide("gcra", "k", one, 1)  # loads the script (NOSCRIPT, SCRIPT LOAD, again)
-            RecordingConnection.sent.clear()
-            store.decide("gcra", "k", one, 1)
-            store.decide("gcra", "k", one, 2)
-            store.decide("gcra", "k", one, 2, consume=False)
-            store.decide("gcra", "k", one, 1, now=1000.0)
-            store.decide("gcra", "k", TWO_RATES, 1)
-            sent = [args[2:] for args in RecordingConnection.sent]
-            assert all(args[0] == "EVALSHA" for args in RecordingConnection.sent)
-        finally:
-            client.close()
-            pool.disconnect()
+        store.decide("gcra", "k", one, 1)  # loads the script (NOSCRIPT, SCRIPT LOAD, again)
+        monkeypatch.setattr(buttress.storage.redis, "_pack", recording)
+        store.decide("gcra", "k", one, 1)
+        store.decide("gcra", "k", one, 2)
+        store.decide("gcra", "k", one, 2, consume=False)
+        store.decide("gcra", "k", one, 1, now=1000.0)
+        store.decide("gcra", "k", TWO_RATES, 1)
+        assert all(args[0] == "EVALSHA" for args in sent)
         (name,) = state_keys(prefix, "k", "gcra", one[0])
         two = [name for rate in TWO_RATES for name in state_keys(prefix, "k", "gcra", rate)]
-        assert sent == [
+        assert [args[2:] for args in sent] == [
             (1, name),
             (1, name, 2),
             (1, name, -3),  # a peek: -1 - cost
@@ -1042,9 +1009,9 @@ class TestOwnConnections:
         assert store.decide("fixed-window", "k", rates, 1).remaining == 9
         connections = store._connections
         assert connections is not None
-        (ours,) = connections._ready  # the store's one connection: kill it, and no other
-        ours.send_command("CLIENT", "ID")
-        assert raw.client_kill_filter(_id=ours.read_response()) == 1
+        (ours,) = connections._free  # the store's one connection: kill it, and no other
+        ours.sock.sendall(buttress.storage.redis._pack(("CLIENT", "ID")))
+        assert raw.client_kill_filter(_id=ours.read()) == 1
         # The next decision finds the dead socket before sending, and reconnects.
         assert store.decide("fixed-window", "k", rates, 1).remaining == 8
 
@@ -1078,8 +1045,20 @@ class TestOwnConnections:
         store.decide("fixed-window", "fork", rates, 1)
         connections = store._connections
         assert connections is not None
-        parents = list(connections._ready)
+        parents = list(connections._free)
         assert parents
         connections._pid = -1  # what a forked child sees: another process's connections
         assert store.decide("fixed-window", "fork", rates, 1).remaining == 8
-        assert not any(c in parents for c in connections._ready)
+        assert not any(c in parents for c in connections._free)
+
+    def test_a_resp3_client_is_served_on_resp2_connections(self, redis_url, prefix):
+        client = redis.Redis.from_url(redis_url, protocol=3)
+        store = RedisStorage(client, prefix=prefix)
+        rates = (Rate(10, per=60),)
+        try:
+            assert store.decide("gcra", "resp3", rates, 1).remaining == 9
+            assert store.decide("gcra", "resp3", rates, 1).remaining == 8
+            assert client.ping()  # the client's own connections are untouched
+        finally:
+            store.close()
+            client.close()

@@ -38,9 +38,11 @@ import functools
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
+import hiredis
 import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -166,56 +168,93 @@ class _Plan:
         return Decision(False, rate.limit, int(parts[0]), float(parts[1]), float(parts[2]), rate)
 
 
-class _Connections:
-    """This store's own connections to the server of a synchronous client, reused as stacks.
+# hiredis's stub types the argument as a one-element tuple; it takes any number of them.
+_pack = cast("Callable[[tuple[object, ...]], bytes]", hiredis.pack_command)
 
-    A decision is sent on a connection of the client's connection class and settings (host or
-    socket, TLS, credentials, database, timeouts), made by its pool, but taken and returned here:
-    redis-py's ``execute_command`` and pool bookkeeping cost more client time than the round trip
-    itself. A connection is checked before reuse as the pool would (a server restart leaves a
-    dead socket); one that failed mid-command is disconnected and reconnects on its next use.
-    After ``fork`` the child makes its own.
+
+class _Closed(Exception):
+    """The server closed the connection before any byte of the reply arrived."""
+
+
+class _Link:
+    """One connection of the store's own: redis-py's connection for the handshake, then its socket.
+
+    redis-py makes and sets up the connection (address or unix socket, TLS, credentials,
+    database, timeouts, client name); the store then writes commands packed by hiredis straight
+    to its socket and reads replies with a hiredis reader of its own. A round trip then costs the
+    client about a microsecond, where redis-py's command machinery costs tens.
     """
 
-    __slots__ = ("_pid", "_pool", "_ready", "_spare")
+    __slots__ = ("connection", "reader", "sock")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.sock: Any = None  # None: not connected
+        self.reader: Any = None
+
+    def open(self) -> Any:
+        """The connected socket (connecting first if needed)."""
+        if self.sock is None:
+            self.connection.connect()
+            sock = getattr(self.connection, "_sock", None)
+            if sock is None:
+                raise redis.ConnectionError("this redis-py connection exposes no socket")
+            self.sock = sock
+            self.reader = hiredis.Reader(replyError=redis.ResponseError)
+        return self.sock
+
+    def read(self) -> Any:
+        """Read one reply (an error reply is returned as a ``ResponseError``, not raised)."""
+        reader = self.reader
+        reply = reader.gets()
+        while reply is False:
+            data = self.sock.recv(65536)
+            if not data:
+                raise _Closed
+            reader.feed(data)
+            reply = reader.gets()
+        return reply
+
+    def close(self) -> None:
+        """Disconnect (the next use connects again)."""
+        self.sock = self.reader = None
+        self.connection.disconnect()
+
+
+class _Connections:
+    """The store's own connections to the server of a synchronous client, reused as a stack.
+
+    Made with the client pool's connection class and settings, but outside the pool and always
+    speaking RESP2 (no push messages: client-side caching and other RESP3 notifications stay on
+    the client's own connections), used as :class:`_Link`. ``list.pop`` and ``append`` are
+    atomic: no lock. After ``fork`` the child makes its own.
+    """
+
+    __slots__ = ("_free", "_pid", "_pool")
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
-        self._ready: list[Any] = []  # connected and in step with the server
-        self._spare: list[Any] = []  # disconnected after a failure
+        self._free: list[_Link] = []
         self._pid = os.getpid()
 
-    def take(self) -> Any:
-        """A connection for one command (list.pop is atomic: no lock needed)."""
+    def take(self) -> _Link:
+        """A connection for one command."""
         if self._pid != os.getpid():  # a forked child: the parent's sockets are not ours
-            self._ready, self._spare, self._pid = [], [], os.getpid()
+            self._free, self._pid = [], os.getpid()
         try:
-            connection = self._ready.pop()
+            return self._free.pop()
         except IndexError:
-            try:
-                return self._spare.pop()
-            except IndexError:
-                return self._pool.make_connection()
-        try:
-            if connection.can_read():  # leftover data, or the server closed it: start afresh
-                connection.disconnect()
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            connection.disconnect()
-        return connection
+            pool = self._pool
+            return _Link(pool.connection_class(**{**pool.connection_kwargs, "protocol": 2}))
 
-    def give(self, connection: Any) -> None:
-        """Return a connection that is in step with the server."""
-        self._ready.append(connection)
-
-    def drop(self, connection: Any) -> None:
-        """Disconnect a connection that failed mid-command, and keep it for a later reconnect."""
-        connection.disconnect()
-        self._spare.append(connection)
+    def give(self, link: _Link) -> None:
+        """Return a connection (connected and in step with the server, or closed)."""
+        self._free.append(link)
 
     def close(self) -> None:
         """Disconnect every idle connection."""
-        while self._ready:
-            self._ready.pop().disconnect()
+        while self._free:
+            self._free.pop().close()
 
 
 def _address(client: object) -> str:
@@ -407,33 +446,52 @@ class RedisStorage:
         ``arguments`` are those of ``EVALSHA`` after the digest: the number of keys, the keys,
         the arguments. After ``NOSCRIPT`` the script is loaded and called again, on the same
         connection. The command goes out on one of the store's own connections (see
-        :class:`_Connections`), so the client's retry policy does not apply: a failure is
-        reported at once, and the caller's fault policy answers.
+        :class:`_Link`), so the client's retry policy does not apply: a failure is reported at
+        once and the caller's fault policy answers, except that a reused connection the server
+        had closed (a restart, an idle timeout: the reply ends before its first byte) is
+        replaced and the command sent once more.
         """
         connections = self._connections
         if connections is None:
             self._sync()  # raises ConfigurationError: no synchronous client
         assert connections is not None  # noqa: S101 - for type checkers: _sync() raised
+        link = connections.take()
         try:
-            connection = connections.take()
             try:
-                connection.send_command("EVALSHA", script.sha, *arguments)
+                reused = link.sock is not None
                 try:
-                    reply = connection.read_response()
-                except NoScriptError:
-                    connection.send_command("SCRIPT", "LOAD", script.source)
-                    connection.read_response()
-                    connection.send_command("EVALSHA", script.sha, *arguments)
-                    reply = connection.read_response()
-            except redis.ResponseError:
-                connections.give(connection)  # an error reply: the connection is in step
-                raise
+                    reply = self._exchange(link, script, arguments)
+                except _Closed:
+                    link.close()
+                    if not reused:
+                        raise
+                    reply = self._exchange(link, script, arguments)
             except BaseException:
-                connections.drop(connection)  # a reply may be half read: never reuse it as is
+                link.close()  # a reply may be half read: never reuse the connection as it is
                 raise
+            finally:
+                connections.give(link)
+        except _Closed as error:
+            raise self._failure(operation, "the server closed the connection") from error
         except (redis.RedisError, OSError) as error:
             raise self._failure(operation, f"{type(error).__name__}: {error}") from error
-        connections.give(connection)
+        if isinstance(reply, redis.ResponseError):  # the script failed: the link is in step
+            raise self._failure(operation, f"ResponseError: {reply}") from reply
+        return reply
+
+    @staticmethod
+    def _exchange(link: _Link, script: _Script, arguments: tuple[object, ...]) -> Any:
+        """Send ``EVALSHA`` on ``link`` and read its reply (loading the script on NOSCRIPT)."""
+        sock = link.open()
+        sock.sendall(_pack(("EVALSHA", script.sha, *arguments)))
+        reply = link.read()
+        if isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"):
+            sock.sendall(_pack(("SCRIPT", "LOAD", script.source)))
+            loaded = link.read()
+            if isinstance(loaded, redis.ResponseError):
+                return loaded
+            sock.sendall(_pack(("EVALSHA", script.sha, *arguments)))
+            reply = link.read()
         return reply
 
     async def _evalsha(self, script: _Script, arguments: tuple[object, ...]) -> Any:
