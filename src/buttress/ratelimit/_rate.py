@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 from buttress._errors import ConfigurationError
 from buttress._types import seconds
@@ -48,23 +49,28 @@ _ITEM = re.compile(
 class Rate:
     """``limit`` units per ``period`` seconds: ``Rate(10, per=60)`` is "10 per minute".
 
-    Immutable and hashable; two rates are equal when their limit and period are.
+    Immutable and hashable; two rates are equal when their limit, period and scope are.
 
     Args:
         limit: How many units (requests, or the sum of their costs) the period admits (``>= 1``).
         per: The period, in seconds or as a ``timedelta`` (1 ms to ten years).
+        scope: Keeps this rate's state apart from the same rate's elsewhere on the same key
+            (``""``, the default: none). The web integrations scope a route's limits by route, so
+            that "10/hour" on two routes are two limits for one client, decided together with
+            the application's limits in one operation. At most 200 printable characters.
 
     Raises:
         TypeError, ValueError: For a limit that is not a positive int or a bad period.
     """
 
-    __slots__ = ("_hash", "limit", "period")
+    __slots__ = ("_hash", "limit", "period", "scope")
 
     limit: int
     period: float
+    scope: str
     _hash: int
 
-    def __init__(self, limit: int, per: float | timedelta = 1.0) -> None:
+    def __init__(self, limit: int, per: float | timedelta = 1.0, *, scope: str = "") -> None:
         if not isinstance(limit, int) or isinstance(limit, bool):
             raise TypeError(f"limit must be an int, got {type(limit).__name__} ({limit!r})")
         if not 1 <= limit <= MAX_LIMIT:
@@ -74,10 +80,19 @@ class Rate:
             raise ValueError(
                 f"per must be between 1 ms and ten years ({MAX_PERIOD:.0f} s), got {period!r} s"
             )
+        if not isinstance(scope, str):
+            raise TypeError(f"scope must be a str, got {type(scope).__name__} ({scope!r})")
+        if len(scope) > 200 or not scope.isprintable():
+            raise ValueError(f"scope must be at most 200 printable characters, got {scope!r}")
         # Plain slots set once here; decisions read them on every request, so no properties.
         object.__setattr__(self, "limit", limit)
         object.__setattr__(self, "period", period)
-        object.__setattr__(self, "_hash", hash((limit, period)))
+        object.__setattr__(self, "scope", scope)
+        object.__setattr__(self, "_hash", hash((limit, period, scope)))
+
+    def scoped(self, scope: str) -> Rate:
+        """This rate with another ``scope``."""
+        return Rate(self.limit, self.period, scope=scope)
 
     @property
     def per(self) -> float:
@@ -93,15 +108,21 @@ class Rate:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Rate):
             return NotImplemented
-        return self.limit == other.limit and self.period == other.period
+        return (
+            self.limit == other.limit and self.period == other.period and self.scope == other.scope
+        )
 
     def __hash__(self) -> int:
         return self._hash
 
-    def __reduce__(self) -> tuple[type[Rate], tuple[int, float]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        if self.scope:
+            return (_scoped_rate, (self.limit, self.period, self.scope))
         return (Rate, (self.limit, self.period))
 
     def __repr__(self) -> str:
+        if self.scope:
+            return f"Rate({self.limit}, per={self.period!r}, scope={self.scope!r})"
         return f"Rate({self.limit}, per={self.period!r})"
 
     def __str__(self) -> str:
@@ -113,6 +134,11 @@ class Rate:
             if period % size == 0:
                 return f"{self.limit} per {_number(period / size)} {unit}s"
         return f"{self.limit} per {_number(period)} seconds"
+
+
+def _scoped_rate(limit: int, period: float, scope: str) -> Rate:
+    """Unpickle a scoped rate (pickle passes positional arguments only)."""
+    return Rate(limit, period, scope=scope)
 
 
 def _number(value: float) -> str:

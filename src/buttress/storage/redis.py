@@ -140,7 +140,12 @@ class _Plan:
         # A rate that appears twice is decided once: its state is one key, and the memory
         # store's two identical states give the same answers as one.
         distinct = tuple(dict.fromkeys(rates))
-        suffixes = [f"}}:{short}:{rate.limit}:{rate.period!r}" for rate in distinct]
+        suffixes = [
+            f"}}:{rate.scope}:{short}:{rate.limit}:{rate.period!r}"
+            if rate.scope
+            else f"}}:{short}:{rate.limit}:{rate.period!r}"
+            for rate in distinct
+        ]
         self.rates = rates  # the tuple this plan was made for (see RedisStorage._plan)
         self.script = _script(f"decide:{algorithm}")
         self.distinct = distinct

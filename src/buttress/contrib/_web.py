@@ -1,0 +1,381 @@
+"""What the Flask extension and the ASGI middleware share: client keys, limits, decisions, replies.
+
+Nothing here imports a web framework. A request's applicable limits (the route's, the shared
+ones, the application's) become one tuple of *scoped* rates (see :class:`~buttress.ratelimit.Rate`)
+decided for the client's key in **one** operation: all or nothing, one round trip on Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Union, cast
+
+from buttress._events import Listener
+from buttress._types import check_int
+from buttress.ratelimit import ALGORITHMS, Algorithm, Decision, Limiter, Rate, parse_rates
+from buttress.ratelimit._limiter import OnStoreError
+from buttress.storage import Storage, storage_from_url
+
+__all__ = [
+    "DEFAULT_ERROR",
+    "Engine",
+    "LimitSpec",
+    "LimitValue",
+    "ProxyNetworks",
+    "client_address",
+    "escape_key",
+    "parse_networks",
+    "rate_limit_headers",
+    "rejection_body",
+]
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]  # noqa: UP007 - a runtime alias
+ProxyNetworks = tuple[IPNetwork, ...]
+LimitValue = Union[str, Rate, Sequence[Union[str, Rate]], Callable[[], Any]]  # noqa: UP007
+"""A limit: ``"10/hour"``, ``"100 per day; 10 per hour"``, rates, a list of those, or a callable
+returning one of those per request (dynamic limits, e.g. by the user's plan)."""
+
+DEFAULT_ERROR = "Too Many Requests"
+_MAX_KEY_PART = 200
+_SPECIAL = "%:{}# "  # what a key part may not hold as it is
+
+
+def parse_networks(networks: Iterable[str | IPNetwork] | str | None) -> ProxyNetworks:
+    """The trusted proxy networks, from ``"10.0.0.0/8"``, addresses, or a list of them.
+
+    Raises:
+        TypeError, ValueError: For anything that is not an address or a network.
+    """
+    if networks is None:
+        return ()
+    items = [networks] if isinstance(networks, str) else list(networks)
+    parsed: list[IPNetwork] = []
+    for item in items:
+        if isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            parsed.append(item)
+        elif isinstance(item, str):
+            try:
+                parsed.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError as error:
+                raise ValueError(
+                    f"trusted_proxies: {item!r} is not an IP address or network"
+                ) from error
+        else:
+            raise TypeError(f"trusted_proxies must hold addresses or networks as str, got {item!r}")
+    return tuple(parsed)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip().strip('"')
+    if text.startswith("["):  # [v6]:port
+        text = text[1 : text.find("]")] if "]" in text else text[1:]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _forwarded_chain(forwarded_for: str | None, forwarded: str | None) -> list[str] | None:
+    """The addresses a proxy chain reports, nearest last; ``Forwarded`` wins over XFF."""
+    if forwarded:
+        chain = []
+        for element in forwarded.split(","):
+            for pair in element.split(";"):
+                name, _, value = pair.partition("=")
+                if name.strip().lower() == "for":
+                    chain.append(value)
+        return chain
+    if forwarded_for:
+        return forwarded_for.split(",")
+    return None
+
+
+def client_address(
+    peer: str | None,
+    *,
+    forwarded_for: str | None = None,
+    forwarded: str | None = None,
+    trusted: ProxyNetworks = (),
+    ipv6_prefix: int = 128,
+) -> str:
+    """The client's address for a rate limit key, safe behind proxies.
+
+    The socket peer is the client, unless it is a trusted proxy: then the proxy chain
+    (``Forwarded: for=`` or ``X-Forwarded-For``) is read from the right, and the first address
+    that is not a trusted proxy is the client. Headers from an untrusted peer change nothing (a
+    client cannot spoof its way out of its limit). An IPv6 client is keyed by its ``/ipv6_prefix``
+    network, so that a host cannot escape by rotating through its addresses.
+
+    Returns:
+        The address (``"203.0.113.7"``, ``"2001:db8:1:2::/64"``), or ``"unknown"`` when the peer
+        is not known or not an address (a unix socket).
+    """
+    address = _address(peer) if peer else None
+    if address is None:
+        return "unknown"
+    if trusted and any(address in network for network in trusted):
+        chain = _forwarded_chain(forwarded_for, forwarded)
+        if chain:
+            for hop in reversed(chain):
+                found = _address(hop)
+                if found is None:
+                    break  # a malformed hop: trust nothing further left
+                address = found
+                if not any(found in network for network in trusted):
+                    break
+    if isinstance(address, ipaddress.IPv6Address) and ipv6_prefix < 128:
+        return str(ipaddress.IPv6Network((address, ipv6_prefix), strict=False))
+    return str(address)
+
+
+def escape_key(part: str) -> str:
+    """A key part that cannot reach into another key's space in the store.
+
+    ``%``, ``:``, ``{``, ``}`` and whitespace or control characters are percent-encoded; a part
+    longer than 200 characters is replaced by ``#`` and its SHA-256.
+    """
+    if len(part) > _MAX_KEY_PART:
+        return "#" + hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest()
+    if part.isprintable() and not any(c in part for c in _SPECIAL):
+        return part
+    return "".join(
+        "".join(f"%{byte:02X}" for byte in c.encode("utf-8", "surrogatepass"))
+        if c in _SPECIAL or not c.isprintable()
+        else c
+        for c in part
+    )
+
+
+def _rates(value: Any, where: str) -> tuple[Rate, ...]:
+    if isinstance(value, Rate):
+        return (value,)
+    if isinstance(value, str):
+        return parse_rates(value)
+    if isinstance(value, (list, tuple)):
+        rates: list[Rate] = []
+        for item in value:
+            rates.extend(_rates(item, where))
+        return tuple(rates)
+    raise TypeError(f"{where} must be a limit string, a Rate or a list of them, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LimitSpec:
+    """One set of limits declared on a route, a group of routes or the application.
+
+    Attributes:
+        value: The limits, or a callable returning them per request (dynamic).
+        scope: Keeps these limits' state apart: a route's endpoint, a shared limit's name,
+            ``"global"`` for application limits.
+        methods: Only requests with these methods (upper case) count; ``None``: all.
+        per_method: Each method gets its own state (``GET`` and ``POST`` counted apart).
+        cost: Units a request takes: an int, or a callable returning one per request.
+        exempt_when: A callable; when it returns true the request is not limited by this spec.
+        error_message: The body of the 429 when this spec rejects (default: the limit).
+        key_func: A key function for this spec only (``None``: the limiter's).
+    """
+
+    value: LimitValue
+    scope: str
+    methods: frozenset[str] | None = None
+    per_method: bool = False
+    cost: int | Callable[[], int] = 1
+    exempt_when: Callable[[], bool] | None = None
+    error_message: str | None = None
+    key_func: Callable[[], str] | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.value):
+            _rates(self.value, "limit")  # a bad limit fails at declaration, not per request
+        if not isinstance(self.cost, int) and not callable(self.cost):
+            raise TypeError(f"cost must be an int or a callable, got {self.cost!r}")
+        if isinstance(self.cost, int):
+            check_int(self.cost, "cost", minimum=0)
+        if self.exempt_when is not None and not callable(self.exempt_when):
+            raise TypeError("exempt_when must be callable")
+
+    @classmethod
+    def make(
+        cls,
+        value: LimitValue,
+        scope: str,
+        *,
+        methods: Iterable[str] | None = None,
+        per_method: bool = False,
+        cost: int | Callable[[], int] = 1,
+        exempt_when: Callable[[], bool] | None = None,
+        error_message: str | None = None,
+        key_func: Callable[[], str] | None = None,
+    ) -> LimitSpec:
+        """Check and normalise the arguments of a declaration."""
+        if isinstance(methods, str):
+            methods = [methods]
+        return cls(
+            value,
+            scope,
+            None if methods is None else frozenset(m.upper() for m in methods),
+            per_method,
+            cost,
+            exempt_when,
+            error_message,
+            key_func,
+        )
+
+    def applies(self, method: str) -> bool:
+        """Whether this spec limits a request with ``method`` (not counting ``exempt_when``)."""
+        return self.methods is None or method.upper() in self.methods
+
+    def rates(self, method: str) -> tuple[Rate, ...]:
+        """This spec's rates for a request, scoped (a dynamic value is read now)."""
+        value = self.value() if callable(self.value) else self.value
+        scope = f"{self.scope}|{method.upper()}" if self.per_method else self.scope
+        return tuple(rate.scoped(escape_key(scope)) for rate in _rates(value, "limit"))
+
+    def request_cost(self) -> int:
+        """The cost of the current request."""
+        cost = self.cost() if callable(self.cost) else self.cost
+        return check_int(cost, "cost", minimum=0)
+
+
+class Engine:
+    """Decides a request's scoped rates for a key, one limiter per distinct rate tuple.
+
+    Args:
+        storage: A store or a storage URL (``memory://``, ``redis://...``).
+        strategy: The algorithm (``fixed-window`` and the others of
+            :data:`~buttress.ratelimit.ALGORITHMS`).
+        on_store_error: The limiter's policy while the store fails.
+        name: The limiters' name in events and logs.
+        listeners: Receive the limiters' events.
+        max_limiters: Distinct rate tuples kept (dynamic limits make new ones): the least
+            recently used is dropped beyond this.
+    """
+
+    def __init__(
+        self,
+        storage: Any = "memory://",
+        *,
+        strategy: str = "fixed-window",
+        on_store_error: OnStoreError = "local",
+        name: str = "web",
+        listeners: Sequence[Listener] = (),
+        max_limiters: int = 1024,
+    ) -> None:
+        if strategy not in ALGORITHMS:
+            raise ValueError(f"strategy must be one of {', '.join(ALGORITHMS)}, got {strategy!r}")
+        # Resolve the store once: every limiter shares it (and its connections).
+        if isinstance(storage, str):
+            storage = storage_from_url(storage)
+        if not isinstance(storage, Storage):
+            raise TypeError(
+                f"storage must be a store or a storage URL, got {type(storage).__name__}"
+            )
+        self.storage: Storage = storage
+        self.strategy = cast("Algorithm", strategy)
+        self.on_store_error: OnStoreError = on_store_error
+        self.name = name
+        self.listeners = tuple(listeners)
+        self._max = check_int(max_limiters, "max_limiters", minimum=1)
+        self._limiters: OrderedDict[tuple[Rate, ...], Limiter] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def limiter(self, rates: tuple[Rate, ...]) -> Limiter:
+        """The limiter deciding ``rates`` together (made on first use)."""
+        found = self._limiters.get(rates)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._limiters.get(rates)
+            if found is None:
+                found = self._limiters[rates] = Limiter(
+                    rates,
+                    algorithm=self.strategy,
+                    storage=self.storage,
+                    name=self.name,
+                    on_store_error=self.on_store_error,
+                    listeners=self.listeners,
+                )
+                while len(self._limiters) > self._max:
+                    self._limiters.popitem(last=False)
+            return found
+
+    def decide(self, key: str, rates: tuple[Rate, ...], cost: int = 1) -> Decision:
+        """Decide a request of ``cost`` for ``key`` against every rate at once."""
+        return self.limiter(rates).hit(key, cost)
+
+    async def adecide(self, key: str, rates: tuple[Rate, ...], cost: int = 1) -> Decision:
+        """The coroutine form of :meth:`decide` (never blocks the event loop)."""
+        return await self.limiter(rates).ahit(key, cost)
+
+
+def _policy(rates: Sequence[Rate]) -> str:
+    return ", ".join(f"{rate.limit};w={math.ceil(rate.period)}" for rate in rates)
+
+
+def rate_limit_headers(
+    decision: Decision, rates: Sequence[Rate], *, legacy: bool = False
+) -> list[tuple[str, str]]:
+    """The response headers describing ``decision``.
+
+    ``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` (seconds) and
+    ``RateLimit-Policy`` (every limit, ``10;w=3600``) of the IETF httpapi draft, for the limit
+    closest to rejecting; ``Retry-After`` (seconds, rounded up) on a rejection; with ``legacy``,
+    ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset`` (a Unix time) instead, as Flask-Limiter
+    sends them.
+    """
+    reset = max(0, math.ceil(decision.reset_after))
+    if legacy:
+        headers = [
+            ("X-RateLimit-Limit", str(decision.limit)),
+            ("X-RateLimit-Remaining", str(decision.remaining)),
+            ("X-RateLimit-Reset", str(math.ceil(time.time() + decision.reset_after))),
+        ]
+    else:
+        headers = [
+            ("RateLimit-Limit", str(decision.limit)),
+            ("RateLimit-Remaining", str(decision.remaining)),
+            ("RateLimit-Reset", str(reset)),
+            ("RateLimit-Policy", _policy(rates)),
+        ]
+    if not decision.allowed:
+        headers.append(("Retry-After", str(max(1, math.ceil(decision.retry_after or 0.0)))))
+    return headers
+
+
+def describe_limit(rate: Rate | None) -> str:
+    """A rate in words for a 429 body (``"10 per 1 hour"``)."""
+    if rate is None:
+        return "rate limit"
+    text = str(rate)
+    limit, _, unit = text.partition("/")
+    return f"{limit} per 1 {unit}" if unit else text
+
+
+def rejection_body(
+    decision: Decision, accept: str | None, message: str | None = None
+) -> tuple[bytes, str]:
+    """The body of a 429 and its content type: JSON for JSON clients, else plain text.
+
+    The body names the limit and the wait, never the store or any internal detail.
+    """
+    limit = describe_limit(decision.rate)
+    retry = max(1, math.ceil(decision.retry_after or 0.0))
+    text = message or f"{DEFAULT_ERROR}: {limit}"
+    accept = (accept or "").lower()
+    if "json" in accept and "html" not in accept.split(",")[0]:
+        body = {"error": "too_many_requests", "message": text, "limit": limit, "retry_after": retry}
+        return json.dumps(body).encode("utf-8"), "application/json"
+    return f"{text}. Retry after {retry} s.\n".encode(), "text/plain; charset=utf-8"
