@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks {retry,ratelimit,breaker,breaker-redis} [options]``.
+"""Command line: ``python -m benchmarks {retry,ratelimit,breaker,breaker-redis,web} [options]``.
 
 Each benchmark takes ``--rounds N``, ``--quick`` and ``--json PATH`` (``--help`` lists the rest).
 """
@@ -9,7 +9,7 @@ import argparse
 import sys
 
 try:
-    from benchmarks import breaker, breaker_redis, ratelimit, retry
+    from benchmarks import breaker, breaker_redis, ratelimit, retry, web
 except ImportError as error:
     sys.exit(
         f"python -m benchmarks cannot import {error.name!r}: it needs buttress and the peer"
@@ -45,7 +45,15 @@ def main(argv: list[str] | None = None) -> int:
             help="circuit breakers sharing state on Redis: closed, failing and open, in PINGs",
         )
     )
+    web.add_arguments(
+        commands.add_parser(
+            "web",
+            help="Flask under gunicorn and FastAPI under uvicorn with wrk: limiter / no limiter",
+        )
+    )
     args = parser.parse_args(argv)
+    if args.benchmark == "web":
+        return web.run(args)
     if args.benchmark == "breaker-redis":
         return breaker_redis.run(args)
     if args.benchmark == "breaker":

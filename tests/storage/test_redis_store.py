@@ -596,29 +596,24 @@ async def aevery_operation(store: RedisStorage, tag: str) -> int:
     return calls + 4
 
 
-class AsyncCountingConnection(redis.asyncio.Connection):
-    requests = 0
-
-    async def send_packed_command(self, command, check_health=True):
-        type(self).requests += 1
-        await super().send_packed_command(command, check_health)
-
-
 class TestScripts:
-    async def test_one_request_per_operation_asyncio(self, redis_url, prefix):
-        pool = redis.asyncio.ConnectionPool.from_url(
-            redis_url, connection_class=AsyncCountingConnection
-        )
-        client = redis.asyncio.Redis(connection_pool=pool)
-        store = RedisStorage(async_client=client, prefix=prefix)
+    async def test_one_request_per_operation_asyncio(self, redis_url, prefix, monkeypatch):
+        store = RedisStorage.from_url(redis_url, prefix=prefix)
+        packed: list[tuple[Any, ...]] = []
+        pack = buttress.storage.redis._pack
+
+        def counting(args: tuple[Any, ...]) -> bytes:
+            packed.append(args)
+            return pack(args)
+
         try:
-            await aevery_operation(store, "warm-up")
-            before = AsyncCountingConnection.requests
+            await aevery_operation(store, "warm-up")  # connects and loads every script
+            monkeypatch.setattr(buttress.storage.redis, "_pack", counting)
             calls = await aevery_operation(store, "k")
-            assert AsyncCountingConnection.requests - before == calls
+            assert len(packed) == calls
+            assert all(args[0] == "EVALSHA" for args in packed)
         finally:
-            await client.aclose()
-            await pool.disconnect()
+            await store.aclose()
 
     def test_a_decision_sends_its_keys_and_little_else(self, store, prefix, monkeypatch):
         # Limit and period travel in the key's name; a cost of 1 on the server's clock goes
@@ -1062,3 +1057,40 @@ class TestOwnConnections:
         finally:
             store.close()
             client.close()
+
+
+class TestOwnAsyncConnection:
+    """Coroutine calls share one pipelined connection per event loop."""
+
+    async def test_concurrent_calls_each_get_their_own_reply(self, astore):
+        rates = (Rate(1000, per=60),)
+
+        async def spend(index: int) -> tuple[int, int]:
+            decision = await astore.adecide("fixed-window", f"key-{index % 7}", rates, index + 1)
+            return index, decision.remaining
+
+        results = await asyncio.gather(*(spend(i) for i in range(70)))
+        # Per key, the remainders are what the costs of that key's requests left, in some order.
+        for key in range(7):
+            costs = [i + 1 for i in range(70) if i % 7 == key]
+            left = sorted((r for i, r in results if i % 7 == key), reverse=True)
+            assert left[-1] == 1000 - sum(costs)
+            assert all(1000 - r in _partial_sums(costs) for r in left)
+        assert len(astore._links) == 1
+
+    async def test_a_caller_that_stops_waiting_does_not_shift_the_replies(self, astore):
+        rates = (Rate(1000, per=60),)
+        await astore.adecide("fixed-window", "warm", rates, 1)
+        slow = asyncio.ensure_future(astore.adecide("fixed-window", "a", rates, 5))
+        slow.cancel()  # its reply still comes, and is dropped
+        with contextlib.suppress(asyncio.CancelledError):
+            await slow
+        decision = await astore.adecide("fixed-window", "b", rates, 3)
+        assert decision.remaining == 997  # b's own reply, not a's
+
+
+def _partial_sums(costs: list[int]) -> set[int]:
+    sums = {0}
+    for cost in costs:
+        sums |= {total + cost for total in sums}
+    return sums

@@ -34,6 +34,8 @@ tuple): ``10/second`` on ``user:1`` is the same limit wherever it appears.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
 import hashlib
 import os
@@ -47,7 +49,6 @@ import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from buttress._errors import ConfigurationError, StorageError
@@ -262,6 +263,100 @@ class _Connections:
             self._free.pop().close()
 
 
+class _AsyncLink:
+    """The store's own asyncio connection on one event loop, shared by its coroutines.
+
+    redis-py's asyncio connection (its class and settings, RESP2) makes the connection and the
+    handshake; then commands are written to its stream as they come, without waiting for earlier
+    replies (pipelined), and one reader task hands the replies back in order, each to the future
+    of its command. A command whose caller stopped waiting (a timeout, a cancellation) still gets
+    its reply read and dropped, so the replies stay in step. If the connection fails, every
+    waiting command fails and the next call opens a new one.
+    """
+
+    __slots__ = ("_reader", "connection", "dead", "ready", "waiting", "writer")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.writer: Any = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.dead = False
+        self._reader: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Connect, then start reading replies; ``ready`` tells waiting callers how it went."""
+        try:
+            stream = await self._connect()
+        except BaseException as error:
+            self.dead = True
+            with contextlib.suppress(Exception):
+                await self.connection.disconnect(nowait=True)
+            if not self.ready.done():
+                self.ready.set_exception(error)
+                self.ready.exception()  # retrieved: no "never retrieved" warning if unused
+            raise
+        self._reader = asyncio.get_running_loop().create_task(self._read(stream))
+        self.ready.set_result(None)
+
+    async def _connect(self) -> asyncio.StreamReader:
+        await self.connection.connect()
+        stream, self.writer = self.connection._reader, self.connection._writer  # noqa: SLF001
+        if stream is None or self.writer is None:
+            raise redis.ConnectionError("this redis-py connection exposes no stream")
+        return cast("asyncio.StreamReader", stream)
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        parser = hiredis.Reader(replyError=redis.ResponseError)
+        waiting = self.waiting
+        failure: BaseException = redis.ConnectionError("the server closed the connection")
+        try:
+            while True:
+                data = await stream.read(65536)
+                if not data:
+                    break
+                parser.feed(data)
+                reply = parser.gets()
+                while reply is not False:
+                    future = waiting.popleft()
+                    if not future.done():
+                        future.set_result(reply)
+                    reply = parser.gets()
+        except asyncio.CancelledError:
+            failure = redis.ConnectionError("the connection was closed")
+            raise
+        except Exception as error:  # noqa: BLE001 - every failure ends the connection alike
+            failure = redis.ConnectionError(f"{type(error).__name__}: {error}")
+        finally:
+            self.dead = True
+            while waiting:
+                future = waiting.popleft()
+                if not future.done():
+                    future.set_exception(failure)
+        await self.connection.disconnect(nowait=True)  # (close() does it after a cancel)
+
+    def send(self, payload: bytes) -> asyncio.Future[Any]:
+        """Write one packed command; return the future of its reply.
+
+        An error reply comes back as a ``ResponseError`` value, not raised.
+        """
+        if self.dead:
+            raise redis.ConnectionError("the connection is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.writer.write(payload)
+        self.waiting.append(future)
+        return future
+
+    async def close(self) -> None:
+        """Stop reading and disconnect."""
+        self.dead = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self.connection.disconnect(nowait=True)
+
+
 def _address(client: object) -> str:
     """Describe the server a client talks to, without credentials (for error messages)."""
     pool = getattr(client, "connection_pool", None)
@@ -365,6 +460,8 @@ class RedisStorage:
         self._async_client = async_client
         # Clients made from the URL for each event loop (an asyncio connection belongs to one).
         self._loop_clients: dict[asyncio.AbstractEventLoop, redis.asyncio.Redis] = {}
+        # The store's own asyncio connection on each event loop (see _AsyncLink).
+        self._links: dict[asyncio.AbstractEventLoop, _AsyncLink] = {}
         self._address = _address(client if client is not None else async_client)
         self._head = f"{{{prefix}:"  # a state key is head + key + a plan's suffix
         self._plans: dict[tuple[str, int], _Plan] = {}
@@ -499,17 +596,35 @@ class RedisStorage:
             reply = link.read()
         return reply
 
+    async def _link(self) -> _AsyncLink:
+        """The store's connection on the running event loop (opened on first use)."""
+        loop = asyncio.get_running_loop()
+        link = self._links.get(loop)
+        if link is None or link.dead:
+            client = self._async()
+            pool = client.connection_pool
+            link = _AsyncLink(pool.connection_class(**{**pool.connection_kwargs, "protocol": 2}))
+            with self._lock:
+                for other in [other for other in self._links if other.is_closed()]:
+                    del self._links[other]  # the connections of finished loops ended with them
+                self._links[loop] = link
+            await link.open()
+        elif not link.ready.done():
+            await asyncio.shield(link.ready)  # another coroutine is opening it
+        return link
+
     async def _evalsha(self, script: _Script, arguments: tuple[object, ...]) -> Any:
-        client = self._async()
-        execute: Any = client.execute_command  # untyped in redis-py
-        try:
-            return await execute("EVALSHA", script.sha, *arguments)
-        except NoScriptError:
-            await client.script_load(script.source)
-            return await execute("EVALSHA", script.sha, *arguments)
+        link = await self._link()
+        reply = await link.send(_pack(("EVALSHA", script.sha, *arguments)))
+        if isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"):
+            link.send(_pack(("SCRIPT", "LOAD", script.source)))  # pipelined with the retry
+            reply = await link.send(_pack(("EVALSHA", script.sha, *arguments)))
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
 
     async def _arun(self, operation: str, script: _Script, arguments: tuple[object, ...]) -> Any:
-        """Run one script on the asyncio client, the whole call bounded in time."""
+        """Run one script on the store's asyncio connection, the whole call bounded in time."""
         bound = self._timeout * _CALL_BOUND
         try:
             if _timeout_scope is None:  # Python 3.10
@@ -518,6 +633,10 @@ class RedisStorage:
             async with _timeout_scope(bound):
                 return await self._evalsha(script, arguments)
         except asyncio.TimeoutError as error:  # (the builtin TimeoutError from 3.11)
+            # A server that does not answer may never answer: start afresh on the next call.
+            link = self._links.get(asyncio.get_running_loop())
+            if link is not None and not link.dead:
+                await link.close()
             raise self._failure(operation, f"no answer within {bound:g} s") from error
         except (redis.RedisError, OSError) as error:
             raise self._failure(operation, f"{type(error).__name__}: {error}") from error
@@ -842,8 +961,12 @@ class RedisStorage:
         passed in stay open.
         """
         self.close()
+        loop = asyncio.get_running_loop()
         with self._lock:
-            found = self._loop_clients.pop(asyncio.get_running_loop(), None)
+            found = self._loop_clients.pop(loop, None)
+            link = self._links.pop(loop, None)
+        if link is not None:
+            await link.close()
         if found is not None:
             await found.aclose()
 
