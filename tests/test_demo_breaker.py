@@ -94,7 +94,7 @@ class TestTheDemo:
             main(["demo", "--help"])
         help_text = " ".join(capsys.readouterr().out.split())  # as argparse wraps it
         assert "breaker: the chapter's fragile function" in help_text
-        assert "(retry, breaker)" in help_text
+        assert "(retry, breaker, throttling)" in help_text
 
 
 class TestTheRun:

@@ -15,11 +15,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union, cast
 
+from buttress._clock import Clock, system_clock
 from buttress._events import Listener
-from buttress._types import check_int
+from buttress._types import Duration, check_int
 from buttress.ratelimit import ALGORITHMS, Algorithm, Decision, Limiter, Rate, parse_rates
 from buttress.ratelimit._limiter import OnStoreError
 from buttress.storage import Storage, storage_from_url
@@ -197,6 +198,10 @@ class LimitSpec:
     error_message: str | None = None
     key_func: Callable[[], str] | None = None
 
+    _parsed: dict[str, tuple[Rate, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
     def __post_init__(self) -> None:
         if not callable(self.value):
             _rates(self.value, "limit")  # a bad limit fails at declaration, not per request
@@ -239,10 +244,21 @@ class LimitSpec:
         return self.methods is None or method.upper() in self.methods
 
     def rates(self, method: str) -> tuple[Rate, ...]:
-        """This spec's rates for a request, scoped (a dynamic value is read now)."""
+        """This spec's rates for a request, scoped (a dynamic value is read now).
+
+        Fixed limits are parsed once per method and kept.
+        """
+        dynamic = callable(self.value)
+        if not dynamic:
+            found = self._parsed.get(method)
+            if found is not None:
+                return found
         value = self.value() if callable(self.value) else self.value
         scope = f"{self.scope}|{method.upper()}" if self.per_method else self.scope
-        return tuple(rate.scoped(escape_key(scope)) for rate in _rates(value, "limit"))
+        rates = tuple(rate.scoped(escape_key(scope)) for rate in _rates(value, "limit"))
+        if not dynamic and len(self._parsed) < 64:  # (methods are few; never grow unbounded)
+            self._parsed[method] = rates
+        return rates
 
     def request_cost(self) -> int:
         """The cost of the current request."""
@@ -258,10 +274,17 @@ class Engine:
         strategy: The algorithm (``fixed-window`` and the others of
             :data:`~buttress.ratelimit.ALGORITHMS`).
         on_store_error: The limiter's policy while the store fails.
+        store_failures: Store failures in a row after which the store is left alone for
+            ``store_cooldown`` seconds.
+        store_cooldown: Seconds before a failed store is tried again.
         name: The limiters' name in events and logs.
         listeners: Receive the limiters' events.
+        clock: The time source of the memory fallback and the rejection cache.
         max_limiters: Distinct rate tuples kept (dynamic limits make new ones): the least
             recently used is dropped beyond this.
+
+    Every limiter of the engine shares one store and one fault circuit (with its one local
+    fallback store): an outage is seen, counted and recovered from once for the whole engine.
     """
 
     def __init__(
@@ -270,8 +293,11 @@ class Engine:
         *,
         strategy: str = "fixed-window",
         on_store_error: OnStoreError = "local",
+        store_failures: int = 3,
+        store_cooldown: Duration = 5.0,
         name: str = "web",
         listeners: Sequence[Listener] = (),
+        clock: Clock = system_clock,
         max_limiters: int = 1024,
     ) -> None:
         if strategy not in ALGORITHMS:
@@ -291,6 +317,19 @@ class Engine:
         self._max = check_int(max_limiters, "max_limiters", minimum=1)
         self._limiters: OrderedDict[tuple[Rate, ...], Limiter] = OrderedDict()
         self._lock = threading.Lock()
+        # The first limiter checks the common arguments now, and lends its fault circuit to
+        # every later one.
+        self._options: dict[str, Any] = {
+            "algorithm": self.strategy,
+            "storage": self.storage,
+            "name": name,
+            "on_store_error": on_store_error,
+            "store_failures": store_failures,
+            "store_cooldown": store_cooldown,
+            "listeners": self.listeners,
+            "clock": clock,
+        }
+        self._guard = Limiter("1/second", **self._options)._guard  # noqa: SLF001 - shared
 
     def limiter(self, rates: tuple[Rate, ...]) -> Limiter:
         """The limiter deciding ``rates`` together (made on first use)."""
@@ -300,14 +339,9 @@ class Engine:
         with self._lock:
             found = self._limiters.get(rates)
             if found is None:
-                found = self._limiters[rates] = Limiter(
-                    rates,
-                    algorithm=self.strategy,
-                    storage=self.storage,
-                    name=self.name,
-                    on_store_error=self.on_store_error,
-                    listeners=self.listeners,
-                )
+                found = Limiter(rates, **self._options)
+                found._guard = self._guard  # noqa: SLF001 - one fault circuit per engine
+                self._limiters[rates] = found
                 while len(self._limiters) > self._max:
                     self._limiters.popitem(last=False)
             return found
@@ -319,6 +353,11 @@ class Engine:
     async def adecide(self, key: str, rates: tuple[Rate, ...], cost: int = 1) -> Decision:
         """The coroutine form of :meth:`decide` (never blocks the event loop)."""
         return await self.limiter(rates).ahit(key, cost)
+
+
+def _whole_seconds(value: float | None, least: int) -> int:
+    """Seconds rounded up, after dropping float noise (3600.0000000000005 is 3600)."""
+    return max(least, math.ceil(round(value or 0.0, 6)))
 
 
 def _policy(rates: Sequence[Rate]) -> str:
@@ -336,7 +375,7 @@ def rate_limit_headers(
     ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset`` (a Unix time) instead, as Flask-Limiter
     sends them.
     """
-    reset = max(0, math.ceil(decision.reset_after))
+    reset = _whole_seconds(decision.reset_after, 0)
     if legacy:
         headers = [
             ("X-RateLimit-Limit", str(decision.limit)),
@@ -351,7 +390,7 @@ def rate_limit_headers(
             ("RateLimit-Policy", _policy(rates)),
         ]
     if not decision.allowed:
-        headers.append(("Retry-After", str(max(1, math.ceil(decision.retry_after or 0.0)))))
+        headers.append(("Retry-After", str(_whole_seconds(decision.retry_after, 1))))
     return headers
 
 
@@ -372,7 +411,7 @@ def rejection_body(
     The body names the limit and the wait, never the store or any internal detail.
     """
     limit = describe_limit(decision.rate)
-    retry = max(1, math.ceil(decision.retry_after or 0.0))
+    retry = _whole_seconds(decision.retry_after, 1)
     text = message or f"{DEFAULT_ERROR}: {limit}"
     accept = (accept or "").lower()
     if "json" in accept and "html" not in accept.split(",")[0]:

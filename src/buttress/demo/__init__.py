@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from buttress.demo import circuit_breaker, retry_database_connection
+from buttress.demo import circuit_breaker, retry_database_connection, throttling_flaskapp
 
 __all__ = ["DEMOS", "run"]
 
@@ -20,6 +20,10 @@ DEMOS: dict[str, tuple[str, Callable[[int], None]]] = {
     "breaker": (
         "the chapter's fragile function behind a circuit breaker (fail_max=2), shortened",
         circuit_breaker.main,
+    ),
+    "throttling": (
+        "the chapter's Flask app with Flask-Limiter's API (10/hour, 2/minute), served and queried",
+        throttling_flaskapp.main,
     ),
 }
 """Scenario name -> (what it shows, its ``main(seed)``)."""

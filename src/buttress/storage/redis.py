@@ -27,8 +27,9 @@ name (exactly: ``tonumber`` gives back the same double). Every state key expires
 the same as a fresh one, and the lease set with its latest lease, so Redis frees what is no longer
 needed.
 
-Two rate tuples that share a rate share its state here (the memory store keeps one state per
-tuple): ``10/second`` on ``user:1`` is the same limit wherever it appears.
+Two rate tuples that share a rate share its state, here as in the memory store: ``10/second``
+on ``user:1`` is the same limit wherever it appears (a :class:`~buttress.ratelimit.Rate` with a
+``scope`` is another rate: its key has ``:<scope>`` after the hash tag).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+../src/buttress/demo/throttling_flaskapp.py

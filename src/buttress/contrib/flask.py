@@ -1,0 +1,740 @@
+"""Rate limits for Flask apps, declared the way Flask-Limiter declares them, decided by buttress.
+
+The chapter's app runs with its imports changed::
+
+    from flask import Flask
+    from buttress.contrib.flask import Limiter, get_remote_address
+
+    app = Flask(__name__)
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        default_limits=["100 per day", "10 per hour"],
+        storage_uri="memory://",
+        strategy="fixed-window",
+    )
+
+    @app.route("/limited")
+    def limited():
+        return "This route is limited by the default limits."
+
+    @app.route("/more_limited")
+    @limiter.limit("2/minute")
+    def more_limited():
+        return "This route has its own, stricter limit."
+
+Every limit that applies to a request (the route's own or the defaults, shared limits, the
+application's) is decided in **one** operation: one atomic call to the store, all or nothing, so
+that a request one limit rejects consumes nothing from the others. A rejected request gets a 429
+(JSON for JSON clients, short text otherwise) through :class:`RateLimitExceeded`, which
+``@app.errorhandler(429)`` can replace; every limited response carries the ``RateLimit-*``
+headers. When the store (Redis) fails, the limiter's ``on_store_error`` policy answers: never a
+500. See ``docs/flask.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union, get_args
+
+from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.exceptions import TooManyRequests
+
+from buttress._errors import ConfigurationError
+from buttress._events import Listener
+from buttress.contrib._web import (
+    DEFAULT_ERROR,
+    Engine,
+    LimitSpec,
+    LimitValue,
+    client_address,
+    describe_limit,
+    escape_key,
+    parse_networks,
+    rate_limit_headers,
+    rejection_body,
+)
+from buttress.ratelimit import ALGORITHMS, Decision, Rate
+from buttress.ratelimit._limiter import OnStoreError
+from buttress.storage import Storage, storage_from_url
+
+__all__ = ["Limiter", "RateLimitExceeded", "get_remote_address", "remote_address"]
+
+KeyFunc = Callable[[], str]
+"""A key function: called in the request context, returns who is limited (an address, a user)."""
+
+Proxies = Union[str, Iterable[Union[str, ipaddress.IPv4Network, ipaddress.IPv6Network]]]  # noqa: UP007
+"""Trusted proxies: ``"10.0.0.0/8"``, addresses or networks, or a list of them."""
+
+Cost = Union[int, Callable[[], int]]  # noqa: UP007 - a runtime alias
+Limits = Union[LimitValue, Sequence[LimitValue]]  # noqa: UP007 - a runtime alias
+_Target = TypeVar("_Target", bound=Union[Callable[..., Any], Blueprint])  # noqa: UP007
+
+_EXTENSION = "buttress.flask"  # app.extensions[_EXTENSION][limiter] is the limiter's per-app state
+_ROUTE = "route"  # the scope of per-route limits, completed with the endpoint at request time
+_ALIASES = {"moving-window": "sliding-window"}  # Flask-Limiter's names
+_ON_STORE_ERROR: tuple[str, ...] = get_args(OnStoreError)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def get_remote_address() -> str:
+    """The address of the current request's socket peer, as Flask-Limiter's function returns it.
+
+    Behind a reverse proxy that is the proxy's address, and every client would share one limit:
+    use :func:`remote_address` with ``trusted_proxies`` there.
+
+    Returns:
+        ``request.remote_addr``, or ``"127.0.0.1"`` when the server does not give one.
+    """
+    return request.remote_addr or "127.0.0.1"
+
+
+def remote_address(trusted_proxies: Proxies | None = None, *, ipv6_prefix: int = 64) -> KeyFunc:
+    """Make a key function returning the client's address, safe behind proxies.
+
+    ``X-Forwarded-For`` and ``Forwarded`` are read only when the socket peer is one of the
+    ``trusted_proxies``; then the right-most address that is not a trusted proxy is the client.
+    From any other peer they change nothing, so a client cannot spoof its way out of its limit.
+    An IPv6 client is keyed by its ``/ipv6_prefix`` network (a host usually owns a whole /64).
+
+    Args:
+        trusted_proxies: Addresses or networks of your proxies (``"10.0.0.0/8"``, a list).
+        ipv6_prefix: The prefix length IPv6 clients are keyed by (0 to 128; 128: each address).
+
+    Returns:
+        A function of no arguments, to call in a request context.
+
+    Raises:
+        TypeError, ValueError: For a proxy that is not an address or network, or a bad prefix.
+    """
+    trusted = parse_networks(trusted_proxies)
+    if isinstance(ipv6_prefix, bool) or not isinstance(ipv6_prefix, int):
+        raise TypeError(f"ipv6_prefix must be an int, got {ipv6_prefix!r}")
+    if not 0 <= ipv6_prefix <= 128:
+        raise ValueError(f"ipv6_prefix must be between 0 and 128, got {ipv6_prefix}")
+
+    def key() -> str:
+        headers = request.headers
+        return client_address(
+            request.remote_addr,
+            forwarded_for=", ".join(headers.getlist("X-Forwarded-For")) or None,
+            forwarded=", ".join(headers.getlist("Forwarded")) or None,
+            trusted=trusted,
+            ipv6_prefix=ipv6_prefix,
+        )
+
+    return key
+
+
+class RateLimitExceeded(TooManyRequests):
+    """The 429 raised when a limit rejects a request.
+
+    Flask answers with the response built by the extension (see :class:`Limiter`), or with what
+    ``@app.errorhandler(429)`` (or ``@app.errorhandler(RateLimitExceeded)``) returns; the rate
+    limit headers and ``Retry-After`` are added to either.
+
+    Args:
+        decision: The rejecting decision.
+        message: The error message (default: ``"Too Many Requests: <limit>"``).
+        response: The response Flask sends when no error handler replaces it.
+
+    Attributes:
+        decision: The rejecting :class:`~buttress.ratelimit.Decision` (its ``rate`` is the
+            binding limit).
+        limit: The binding limit in words (``"10 per 1 hour"``).
+        retry_after: Whole seconds until the request could be admitted (``Retry-After``).
+        description: The message.
+    """
+
+    def __init__(
+        self, decision: Decision, message: str | None = None, response: Response | None = None
+    ) -> None:
+        self.decision = decision
+        self.limit = describe_limit(decision.rate)
+        retry_after = max(1, math.ceil(decision.retry_after or 0.0))
+        super().__init__(message or f"{DEFAULT_ERROR}: {self.limit}", response, retry_after)
+        self.retry_after: int = retry_after
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """A limit declared with :meth:`Limiter.limit` or :meth:`Limiter.shared_limit`."""
+
+    spec: LimitSpec
+    shared: bool
+    override_defaults: bool
+
+
+_Plan = tuple[tuple[LimitSpec, Union[tuple[Rate, ...], None]], ...]  # noqa: UP007
+"""The specs applying to an endpoint and method, each with its rates unless they are dynamic."""
+
+
+@dataclass
+class _AppState:
+    """A limiter's configuration for one app, resolved by :meth:`Limiter.init_app`."""
+
+    engine: Engine
+    key_func: KeyFunc
+    defaults: tuple[LimitSpec, ...]
+    application: tuple[LimitSpec, ...]
+    enabled: bool
+    headers_enabled: bool
+    legacy_headers: bool
+    # (endpoint, method) -> the specs that apply, made on the first such request
+    plans: dict[tuple[str, str], _Plan] = field(default_factory=dict)
+    version: int = 0
+
+
+_Outcome = tuple[Decision, tuple[Rate, ...], Union[str, None]]  # noqa: UP007
+
+
+def _strategy(value: object) -> str:
+    name = _ALIASES.get(value, value) if isinstance(value, str) else value
+    if name not in ALGORITHMS:
+        raise ConfigurationError(
+            f"strategy must be one of {', '.join(ALGORITHMS)} (or moving-window, Flask-Limiter's "
+            f"name for sliding-window), got {value!r}"
+        )
+    return str(name)
+
+
+def _on_store_error(value: object) -> OnStoreError:
+    if value not in _ON_STORE_ERROR:
+        raise ConfigurationError(
+            f"on_store_error must be one of {', '.join(_ON_STORE_ERROR)}, got {value!r}"
+        )
+    return value  # type: ignore[return-value]
+
+
+def _flag(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigurationError(f"{name} must be true or false, got {value!r}")
+
+
+def _specs(
+    limits: Limits | None,
+    scope: str,
+    *,
+    per_method: bool = False,
+    cost: Cost = 1,
+    exempt_when: Callable[[], bool] | None = None,
+) -> tuple[LimitSpec, ...] | None:
+    """One spec per item of a ``default_limits`` or ``application_limits`` list."""
+    if limits is None:
+        return None
+    items = [limits] if isinstance(limits, (str, Rate)) or callable(limits) else list(limits)
+    return tuple(
+        LimitSpec.make(item, scope, per_method=per_method, cost=cost, exempt_when=exempt_when)
+        for item in items
+    )
+
+
+def _unwrapped(view: object) -> list[object]:
+    """A view and what it wraps (``functools.wraps`` chains), where declarations may sit."""
+    chain: list[object] = []
+    while view is not None and len(chain) < 64 and all(view is not seen for seen in chain):
+        chain.append(view)
+        view = getattr(view, "__wrapped__", None)
+    return chain
+
+
+class Limiter:
+    """Rate limits for a Flask app, with Flask-Limiter's constructor and decorators.
+
+    Limits are strings such as ``"10 per hour"`` or ``"100/day; 10/hour"``, :class:`Rate`
+    objects, lists of those, or callables returning one per request (dynamic limits, e.g. by the
+    user's plan). Arguments left as ``None`` are read from ``app.config`` at :meth:`init_app`
+    (``BUTTRESS_STORAGE_URI``, ``BUTTRESS_STORAGE_OPTIONS``, ``BUTTRESS_DEFAULT_LIMITS``,
+    ``BUTTRESS_APPLICATION_LIMITS``, ``BUTTRESS_STRATEGY``, ``BUTTRESS_HEADERS_ENABLED``,
+    ``BUTTRESS_LEGACY_HEADERS``, ``BUTTRESS_ON_STORE_ERROR``, ``BUTTRESS_ENABLED``,
+    ``BUTTRESS_TRUSTED_PROXIES``), else take the default shown.
+
+    Args:
+        key_func: Who is limited: a function of no arguments returning a str, called in the
+            request context (:func:`get_remote_address`, a user id). ``None``: the client's
+            address by :func:`remote_address` with ``trusted_proxies`` and ``ipv6_prefix``.
+        app: The app, for :meth:`init_app` now (else call it later: the factory pattern).
+        default_limits: Limits of every route that declares none of its own, per route and
+            per client.
+        default_limits_per_method: Count each HTTP method of a route apart.
+        default_limits_cost: What a request costs under the defaults (an int or a function).
+        default_limits_exempt_when: When it returns true, the defaults do not apply.
+        application_limits: Limits of the whole app per client, across all routes (scope
+            ``"global"``).
+        application_limits_per_method: Count each HTTP method apart.
+        application_limits_cost: What a request costs under the application limits.
+        application_limits_exempt_when: When it returns true, they do not apply.
+        strategy: ``"fixed-window"`` (default), ``"sliding-window"`` (also accepted as
+            ``"moving-window"``), ``"sliding-window-counter"``, ``"token-bucket"`` or ``"gcra"``.
+        storage_uri: Where the counts live: ``"memory://"`` (default; this process) or a Redis
+            URL (``"redis://127.0.0.1:6379/0"``; shared by every process).
+        storage_options: Passed to the store (``{"prefix": "myapp", "timeout": 0.1}`` for Redis).
+        storage: A store object instead of ``storage_uri`` (shared by every app initialised).
+        headers_enabled: Send the ``RateLimit-*`` headers (default true). ``Retry-After`` is
+            sent on a 429 either way.
+        legacy_headers: Send ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset`` (a Unix time),
+            as Flask-Limiter does, instead (default false).
+        on_store_error: While the store fails: ``"local"`` (default; count in this process),
+            ``"fail-open"`` (admit) or ``"fail-closed"`` (reject).
+        enabled: ``False`` turns every limit off (default true).
+        trusted_proxies: For the default key function only (with ``key_func=None``).
+        ipv6_prefix: For the default key function only (default 64).
+        key_prefix: Prepended to every key, to keep several limiters on one store apart.
+        name: The limiters' name in events and logs.
+        listeners: Receive the limiters' events (decisions, ``StoreDegraded``...).
+
+    Raises:
+        ConfigurationError: For a bad limit string (naming it), strategy or fault policy.
+        TypeError, ValueError: For other bad arguments, naming them.
+    """
+
+    def __init__(
+        self,
+        key_func: KeyFunc | None = None,
+        *,
+        app: Flask | None = None,
+        default_limits: Limits | None = None,
+        default_limits_per_method: bool = False,
+        default_limits_cost: Cost = 1,
+        default_limits_exempt_when: Callable[[], bool] | None = None,
+        application_limits: Limits | None = None,
+        application_limits_per_method: bool = False,
+        application_limits_cost: Cost = 1,
+        application_limits_exempt_when: Callable[[], bool] | None = None,
+        strategy: str | None = None,
+        storage_uri: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        storage: Storage | None = None,
+        headers_enabled: bool | None = None,
+        legacy_headers: bool | None = None,
+        on_store_error: OnStoreError | None = None,
+        enabled: bool | None = None,
+        trusted_proxies: Proxies | None = None,
+        ipv6_prefix: int = 64,
+        key_prefix: str = "",
+        name: str = "flask",
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        if isinstance(key_func, Flask):
+            raise TypeError(
+                "the first argument is the key function (Flask-Limiter 3 order): write "
+                "Limiter(get_remote_address, app=app)"
+            )
+        if key_func is not None and not callable(key_func):
+            raise TypeError(f"key_func must be callable, got {key_func!r}")
+        if key_func is not None and trusted_proxies is not None:
+            raise TypeError(
+                "trusted_proxies applies to the default key function only: pass "
+                "key_func=remote_address(trusted_proxies=...) or leave key_func out"
+            )
+        if storage is not None and (storage_uri is not None or storage_options):
+            raise TypeError("pass storage= or storage_uri= (with storage_options=), not both")
+        if storage is not None and not isinstance(storage, Storage):
+            raise TypeError(f"storage must be a store, got {type(storage).__name__}")
+        if not isinstance(key_prefix, str):
+            raise TypeError(f"key_prefix must be a str, got {key_prefix!r}")
+        self._key_func = key_func
+        self._defaults = _specs(
+            default_limits,
+            _ROUTE,
+            per_method=default_limits_per_method,
+            cost=default_limits_cost,
+            exempt_when=default_limits_exempt_when,
+        )
+        self._application = _specs(
+            application_limits,
+            "global",
+            per_method=application_limits_per_method,
+            cost=application_limits_cost,
+            exempt_when=application_limits_exempt_when,
+        )
+        # Kept to build the specs of limits read from app.config the same way.
+        self._default_options: dict[str, Any] = {
+            "per_method": default_limits_per_method,
+            "cost": default_limits_cost,
+            "exempt_when": default_limits_exempt_when,
+        }
+        self._application_options: dict[str, Any] = {
+            "per_method": application_limits_per_method,
+            "cost": application_limits_cost,
+            "exempt_when": application_limits_exempt_when,
+        }
+        self._strategy = None if strategy is None else _strategy(strategy)
+        self._storage_uri = storage_uri
+        self._storage_options = dict(storage_options or {})
+        self._storage = storage
+        self._headers_enabled = headers_enabled
+        self._legacy_headers = legacy_headers
+        self._on_store_error = None if on_store_error is None else _on_store_error(on_store_error)
+        self._enabled = enabled
+        self._trusted_proxies = None if trusted_proxies is None else parse_networks(trusted_proxies)
+        self._ipv6_prefix = ipv6_prefix
+        remote_address(self._trusted_proxies, ipv6_prefix=ipv6_prefix)  # checks the prefix now
+        self._key_prefix = escape_key(key_prefix) if key_prefix else ""
+        self.name = name
+        self.listeners = tuple(listeners)
+        # Declarations, by the view function or blueprint they were applied to.
+        self._declared: dict[object, list[_Declared]] = {}
+        self._exempt: set[object] = set()
+        self._filters: list[Callable[[], bool]] = []
+        self._version = 0  # bumped by every declaration: cached plans are then made again
+        self._environ_key = f"buttress.limits.{id(self)}"
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"Limiter(name={self.name!r})"
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        """Limit ``app``'s requests: read its config, make the store, register the hooks.
+
+        May be called for several apps (each gets its own store unless ``storage=`` was given).
+
+        Raises:
+            ConfigurationError: For a bad value in ``app.config``, naming it.
+        """
+        config = app.config
+
+        def pick(argument: Any, key: str, default: Any) -> Any:
+            return argument if argument is not None else config.get(key, default)
+
+        strategy = _strategy(pick(self._strategy, "BUTTRESS_STRATEGY", "fixed-window"))
+        on_store_error = _on_store_error(
+            pick(self._on_store_error, "BUTTRESS_ON_STORE_ERROR", "local")
+        )
+        storage = self._storage
+        if storage is None:
+            uri = pick(self._storage_uri, "BUTTRESS_STORAGE_URI", "memory://")
+            options = {**config.get("BUTTRESS_STORAGE_OPTIONS", {}), **self._storage_options}
+            storage = storage_from_url(uri, **options)
+        key_func = self._key_func
+        trusted = pick(self._trusted_proxies, "BUTTRESS_TRUSTED_PROXIES", None)
+        if key_func is None:
+            key_func = remote_address(trusted, ipv6_prefix=self._ipv6_prefix)
+        elif trusted is not None:
+            raise ConfigurationError(
+                "BUTTRESS_TRUSTED_PROXIES applies to the default key function only, but this "
+                "limiter has a key_func: use key_func=remote_address(trusted_proxies=...)"
+            )
+        defaults = self._defaults
+        if defaults is None:
+            found = config.get("BUTTRESS_DEFAULT_LIMITS")
+            defaults = _specs(found, _ROUTE, **self._default_options) or ()
+        application = self._application
+        if application is None:
+            found = config.get("BUTTRESS_APPLICATION_LIMITS")
+            application = _specs(found, "global", **self._application_options) or ()
+        state = _AppState(
+            engine=Engine(
+                storage,
+                strategy=strategy,
+                on_store_error=on_store_error,
+                name=self.name,
+                listeners=self.listeners,
+            ),
+            key_func=key_func,
+            defaults=defaults,
+            application=application,
+            enabled=_flag(pick(self._enabled, "BUTTRESS_ENABLED", True), "BUTTRESS_ENABLED"),
+            headers_enabled=_flag(
+                pick(self._headers_enabled, "BUTTRESS_HEADERS_ENABLED", True),
+                "BUTTRESS_HEADERS_ENABLED",
+            ),
+            legacy_headers=_flag(
+                pick(self._legacy_headers, "BUTTRESS_LEGACY_HEADERS", False),
+                "BUTTRESS_LEGACY_HEADERS",
+            ),
+        )
+        registry: dict[Limiter, _AppState] = app.extensions.setdefault(_EXTENSION, {})
+        if self not in registry:
+            app.before_request(self._check_request)
+            app.after_request(self._add_headers)
+        registry[self] = state
+
+    # -- declarations ---------------------------------------------------------------------------
+
+    def limit(
+        self,
+        limit_value: LimitValue,
+        *,
+        key_func: KeyFunc | None = None,
+        per_method: bool = False,
+        methods: Iterable[str] | None = None,
+        error_message: str | None = None,
+        exempt_when: Callable[[], bool] | None = None,
+        override_defaults: bool = True,
+        cost: Cost = 1,
+    ) -> Callable[[_Target], _Target]:
+        """Limit a view (or every view of a blueprint), per route and per client.
+
+        Works above or below ``@app.route``, on views registered before or after
+        :meth:`init_app`, and on blueprints: ``limiter.limit("10/minute")(blueprint)``.
+
+        Args:
+            limit_value: The limits, or a callable returning them per request.
+            key_func: Who is limited, for this limit only (default: the limiter's).
+            per_method: Count each HTTP method apart.
+            methods: Only these methods count (default: all).
+            error_message: The message of the 429 this limit causes.
+            exempt_when: When it returns true, this limit does not apply.
+            override_defaults: ``False`` keeps the default limits on this route too.
+            cost: What a request costs: an int, or a function returning one (0: not counted).
+
+        Returns:
+            A decorator returning what it decorates, unchanged.
+
+        Raises:
+            ConfigurationError: For a bad limit string, naming it.
+            TypeError, ValueError: For a bad cost or another bad argument.
+        """
+        spec = LimitSpec.make(
+            limit_value,
+            _ROUTE,
+            methods=methods,
+            per_method=per_method,
+            cost=cost,
+            exempt_when=exempt_when,
+            error_message=error_message,
+            key_func=key_func,
+        )
+        return self._declare(_Declared(spec, shared=False, override_defaults=override_defaults))
+
+    def shared_limit(
+        self,
+        limit_value: LimitValue,
+        scope: str,
+        *,
+        key_func: KeyFunc | None = None,
+        per_method: bool = False,
+        methods: Iterable[str] | None = None,
+        error_message: str | None = None,
+        exempt_when: Callable[[], bool] | None = None,
+        override_defaults: bool = True,
+        cost: Cost = 1,
+    ) -> Callable[[_Target], _Target]:
+        """A limit shared by a group of views: their requests count together, per client.
+
+        Make it once, decorate each view of the group with it::
+
+            search = limiter.shared_limit("100/hour", scope="search")
+
+            @app.route("/search")
+            @search
+            def search_page(): ...
+
+        Args:
+            limit_value: The limits, or a callable returning them per request.
+            scope: The group's name; two shared limits with one scope share their counts.
+            key_func: As for :meth:`limit`.
+            per_method: As for :meth:`limit`.
+            methods: As for :meth:`limit`.
+            error_message: As for :meth:`limit`.
+            exempt_when: As for :meth:`limit`.
+            override_defaults: As for :meth:`limit`.
+            cost: As for :meth:`limit`.
+
+        Returns:
+            A decorator returning what it decorates, unchanged.
+
+        Raises:
+            ConfigurationError: For a bad limit string, naming it.
+            TypeError, ValueError: For a scope that is not a non-empty str, or a bad argument.
+        """
+        if not isinstance(scope, str) or not scope:
+            raise TypeError(f"scope must be a non-empty str, got {scope!r}")
+        spec = LimitSpec.make(
+            limit_value,
+            f"shared/{scope}",
+            methods=methods,
+            per_method=per_method,
+            cost=cost,
+            exempt_when=exempt_when,
+            error_message=error_message,
+            key_func=key_func,
+        )
+        return self._declare(_Declared(spec, shared=True, override_defaults=override_defaults))
+
+    def _declare(self, declared: _Declared) -> Callable[[_Target], _Target]:
+        def decorate(target: _Target) -> _Target:
+            if not callable(target) and not isinstance(target, Blueprint):
+                raise TypeError(f"a limit decorates a view function or a blueprint, got {target!r}")
+            self._declared.setdefault(target, []).append(declared)
+            self._version += 1
+            return target
+
+        return decorate
+
+    def exempt(self, target: _Target) -> _Target:
+        """Exempt a view (or every view of a blueprint) from every limit of this limiter.
+
+        Returns:
+            ``target``, unchanged.
+        """
+        if not callable(target) and not isinstance(target, Blueprint):
+            raise TypeError(f"exempt takes a view function or a blueprint, got {target!r}")
+        self._exempt.add(target)
+        self._version += 1
+        return target
+
+    def request_filter(self, function: Callable[[], bool]) -> Callable[[], bool]:
+        """Register a function that exempts a request from every limit when it returns true.
+
+        Returns:
+            ``function``, unchanged (it is usable as a decorator).
+        """
+        if not callable(function):
+            raise TypeError(f"request_filter takes a function, got {function!r}")
+        self._filters.append(function)
+        return function
+
+    @property
+    def current_decision(self) -> Decision | None:
+        """The decision on the current request (the binding limit's), or ``None`` if unlimited.
+
+        Raises:
+            RuntimeError: Outside a request context.
+        """
+        outcome: _Outcome | None = request.environ.get(self._environ_key)
+        return None if outcome is None else outcome[0]
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _state(self) -> _AppState | None:
+        registry: dict[Limiter, _AppState] = current_app.extensions.get(_EXTENSION, {})
+        return registry.get(self)
+
+    def _check_request(self) -> None:
+        """Decide the request before its view runs (a ``before_request`` hook)."""
+        state = self._state()
+        endpoint = request.endpoint
+        if state is None or not state.enabled or endpoint is None:
+            return  # no route: a 404 (or 405) is not counted, as in Flask-Limiter
+        if endpoint == "static" or endpoint.endswith(".static"):
+            return
+        if any(function() for function in self._filters):
+            return
+        method = request.method
+        plan = self._plan(state, endpoint, method)
+        outcome = self._decide(state, plan, method) if plan else None
+        if outcome is None:
+            return
+        request.environ[self._environ_key] = outcome
+        decision, _, message = outcome
+        if not decision.allowed:
+            body, content_type = rejection_body(decision, request.headers.get("Accept"), message)
+            response = Response(body, status=429, content_type=content_type)
+            raise RateLimitExceeded(decision, message, response)
+
+    def _plan(self, state: _AppState, endpoint: str, method: str) -> _Plan:
+        if state.version != self._version:
+            state.plans = {}
+            state.version = self._version
+        plan = state.plans.get((endpoint, method))
+        if plan is None:
+            specs = self._resolve(state, endpoint, method)
+            # Fixed limits are parsed and scoped once here, dynamic ones on every request.
+            plan = tuple(
+                (spec, None if callable(spec.value) else spec.rates(method)) for spec in specs
+            )
+            state.plans[endpoint, method] = plan
+        return plan
+
+    def _resolve(self, state: _AppState, endpoint: str, method: str) -> tuple[LimitSpec, ...]:
+        """The specs that apply to requests of ``method`` to ``endpoint``, in Flask-Limiter's way.
+
+        A route's own limits replace the limits of its blueprints, which replace the defaults,
+        unless every one of them says ``override_defaults=False``. Limits whose ``methods`` leave
+        out ``method`` do not count as the route's own for it.
+        """
+        app = current_app
+        views = _unwrapped(app.view_functions.get(endpoint))
+        blueprints = [app.blueprints[name] for name in request.blueprints if name in app.blueprints]
+        if any(target in self._exempt for target in [*views, *blueprints]):
+            return ()
+        route = [d for v in views for d in self._declared.get(v, ()) if d.spec.applies(method)]
+        group = [d for b in blueprints for d in self._declared.get(b, ()) if d.spec.applies(method)]
+        scope = f"{_ROUTE}/{endpoint}"
+        chosen = [d.spec if d.shared else dataclasses.replace(d.spec, scope=scope) for d in route]
+        if all(not d.override_defaults for d in route):
+            chosen += [
+                d.spec if d.shared else dataclasses.replace(d.spec, scope=scope) for d in group
+            ]
+            if all(not d.override_defaults for d in group):
+                chosen += [
+                    dataclasses.replace(spec, scope=scope)
+                    for spec in state.defaults
+                    if spec.applies(method)
+                ]
+        application = [spec for spec in state.application if spec.applies(method)]
+        return (*application, *chosen)
+
+    def _key(self, function: KeyFunc) -> str:
+        value = function()
+        if not isinstance(value, str) or not value:
+            raise TypeError(
+                f"the key function {function!r} must return a non-empty str, got {value!r}"
+            )
+        key = escape_key(value)
+        return f"{self._key_prefix}:{key}" if self._key_prefix else key
+
+    def _decide(self, state: _AppState, plan: _Plan, method: str) -> _Outcome | None:
+        """Decide every applicable spec: one decision per distinct (key, cost), usually one.
+
+        Specs with another key function or cost than the rest cannot share their decision;
+        their groups are decided one after another and the first rejection stops the rest (the
+        groups decided before it keep their counts).
+        """
+        groups: dict[tuple[str, int], list[Rate]] = {}
+        messages: dict[Rate, str | None] = {}
+        keys: dict[KeyFunc, str] = {}
+        for spec, fixed in plan:
+            if spec.exempt_when is not None and spec.exempt_when():
+                continue
+            cost = spec.request_cost()
+            if cost == 0:
+                continue
+            function = spec.key_func or state.key_func
+            key = keys.get(function)
+            if key is None:
+                key = keys[function] = self._key(function)
+            rates = spec.rates(method) if fixed is None else fixed
+            groups.setdefault((key, cost), []).extend(rates)
+            for rate in rates:
+                messages.setdefault(rate, spec.error_message)
+        binding: Decision | None = None
+        decided: list[Rate] = []
+        for (key, cost), grouped in groups.items():
+            together = tuple(dict.fromkeys(grouped))
+            decided.extend(together)
+            decision = state.engine.decide(key, together, cost)
+            if binding is None or not decision.allowed or decision.remaining < binding.remaining:
+                binding = decision
+            if not decision.allowed:
+                break
+        if binding is None:
+            return None
+        return binding, tuple(dict.fromkeys(decided)), messages.get(binding.rate)
+
+    def _add_headers(self, response: Response) -> Response:
+        """Describe the decision in the response's headers (an ``after_request`` hook)."""
+        outcome: _Outcome | None = request.environ.get(self._environ_key)
+        state = self._state()
+        if outcome is None or state is None:
+            return response
+        decision, rates, _ = outcome
+        headers = rate_limit_headers(decision, rates, legacy=state.legacy_headers)
+        if not state.headers_enabled:
+            headers = [(name, value) for name, value in headers if name == "Retry-After"]
+        for name, value in headers:
+            response.headers[name] = value
+        return response
