@@ -145,19 +145,21 @@ def client_address(
 def escape_key(part: str) -> str:
     """A key part that cannot reach into another key's space in the store.
 
-    ``%``, ``:``, ``{``, ``}`` and whitespace or control characters are percent-encoded; a part
-    longer than 200 characters is replaced by ``#`` and its SHA-256.
+    ``%``, ``:``, ``{``, ``}``, ``#``, spaces and other unprintable characters are
+    percent-encoded; a part longer than 200 characters once escaped is replaced by ``#`` and its
+    SHA-256.
     """
-    if len(part) > _MAX_KEY_PART:
-        return "#" + hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest()
-    if part.isprintable() and not any(c in part for c in _SPECIAL):
+    if len(part) <= _MAX_KEY_PART and part.isprintable() and not any(c in part for c in _SPECIAL):
         return part
-    return "".join(
+    escaped = "".join(
         "".join(f"%{byte:02X}" for byte in c.encode("utf-8", "surrogatepass"))
         if c in _SPECIAL or not c.isprintable()
         else c
         for c in part
     )
+    if len(escaped) > _MAX_KEY_PART:
+        return "#" + hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest()
+    return escaped
 
 
 def _rates(value: Any, where: str) -> tuple[Rate, ...]:

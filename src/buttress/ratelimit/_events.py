@@ -64,9 +64,14 @@ class StoreDegraded(LimiterEvent):
 
     def describe(self) -> str:
         """Say what failed and what answers now."""
+        retry = (
+            f"retrying the store in {self.retry_in:.1f} s"
+            if self.retry_in > 0
+            else "still trying the store on each request"
+        )
         return (
             f"{self.policy}: store failed ({type(self.error).__name__}: {self.error}); answering "
-            f"{self.mode} and retrying the store in {self.retry_in:.1f} s"
+            f"{self.mode}, {retry}"
         )
 
 

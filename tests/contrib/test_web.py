@@ -227,3 +227,11 @@ class TestReplies:
         assert describe_limit(Rate(2, 60)) == "2 per 1 minute"
         assert describe_limit(Rate(5, 30)) == "5 per 30 seconds"
         assert describe_limit(None) == "rate limit"
+
+
+def test_a_short_part_that_escapes_long_is_hashed():
+    part = ":" * 100  # 100 characters, 300 once escaped
+    escaped = escape_key(part)
+    assert escaped.startswith("#")
+    assert len(escaped) == 65
+    Rate(1, 60, scope=escaped)  # a valid scope

@@ -1,0 +1,171 @@
+"""End to end through real servers: several worker processes share one limit on the real Redis.
+
+gunicorn serves the Flask app and uvicorn the ASGI app, each with several workers, on a free
+loopback port; many concurrent requests from one client: a limit of N admits exactly N, whichever
+worker answers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMIT = 25
+REQUESTS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, str, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 - loopback only
+            return reply.status, reply.read().decode(), _lower(reply.headers.items())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(), _lower(error.headers.items())
+
+
+def _lower(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    return {name.lower(): value for name, value in items}
+
+
+class Served:
+    """A server process in its own process group, stopped with the test."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(  # noqa: S603 - our own command line
+            [part.replace("{port}", str(self.port)) for part in command],
+            cwd=ROOT,
+            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_ready(self, path: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                stderr = self.process.stderr.read().decode() if self.process.stderr else ""
+                pytest.fail(f"the server exited: {stderr[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        pytest.fail("the server did not start in 30 s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(15)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+@pytest.fixture
+def environment(redis_url: str, redis_prefix: str) -> dict[str, str]:
+    return {
+        "TEST_WEB_REDIS": redis_url,
+        "TEST_WEB_PREFIX": f"{redis_prefix}-servers-{os.urandom(3).hex()}",
+        "TEST_WEB_LIMIT": f"{LIMIT}/hour",
+    }
+
+
+def hammer(url: str) -> tuple[Counter[int], set[str]]:
+    """``REQUESTS`` requests from 12 threads at once; the statuses and the workers that answered."""
+    with ThreadPoolExecutor(12) as pool:
+        replies = list(pool.map(lambda _: get(url), range(REQUESTS)))
+    statuses = Counter(status for status, _, _ in replies)
+    workers = {body for status, body, _ in replies if status == 200}
+    for status, _, headers in replies:
+        if status == 429:
+            assert int(headers["retry-after"]) > 0
+    return statuses, workers
+
+
+@pytest.fixture
+def gunicorn(environment: dict[str, str]) -> Iterator[Served]:
+    served = Served(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "3",
+            "--bind",
+            "127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "tests.contrib.server_apps:flask_app()",
+        ],
+        environment,
+    )
+    try:
+        served.wait_ready("/limited")
+        yield served
+    finally:
+        served.stop()
+
+
+def test_gunicorn_workers_share_one_limit_on_redis(gunicorn: Served) -> None:
+    statuses, workers = hammer(gunicorn.url("/limited"))
+    assert statuses == Counter({200: LIMIT, 429: REQUESTS - LIMIT})
+    assert len(workers) >= 2, "every admitted request was served by one worker"
+
+
+@pytest.fixture
+def uvicorn(environment: dict[str, str]) -> Iterator[Served]:
+    served = Served(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "tests.contrib.server_apps:asgi_app",
+            "--workers",
+            "3",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--log-level",
+            "warning",
+        ],
+        environment,
+    )
+    try:
+        served.wait_ready("/limited")
+        yield served
+    finally:
+        served.stop()
+
+
+def test_uvicorn_workers_share_one_limit_on_redis(uvicorn: Served) -> None:
+    statuses, workers = hammer(uvicorn.url("/limited"))
+    assert statuses == Counter({200: LIMIT, 429: REQUESTS - LIMIT})
+    assert len(workers) >= 2, "every admitted request was served by one worker"
