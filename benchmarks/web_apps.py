@@ -40,13 +40,15 @@ def flask_app() -> Any:
 
     if limiter_kind == "buttress":
         from buttress.contrib.flask import Limiter, get_remote_address  # noqa: PLC0415
-
         from buttress.storage.redis import RedisStorage  # noqa: PLC0415
 
         store: Any = (
             "memory://" if storage == "memory" else RedisStorage.from_url(storage, prefix=prefix)
         )
-        Limiter(get_remote_address, app=app, default_limits=[LIMIT], storage=store)
+        if storage == "memory":
+            Limiter(get_remote_address, app=app, default_limits=[LIMIT], storage_uri="memory://")
+        else:
+            Limiter(get_remote_address, app=app, default_limits=[LIMIT], storage=store)
     elif limiter_kind == "peer":
         from flask_limiter import Limiter as PeerLimiter  # noqa: PLC0415
         from flask_limiter.util import get_remote_address as peer_address  # noqa: PLC0415
@@ -90,7 +92,6 @@ def fastapi_app() -> Any:
 
     if limiter_kind == "buttress":
         from buttress.contrib.asgi import RateLimitMiddleware  # noqa: PLC0415
-
         from buttress.storage.redis import RedisStorage  # noqa: PLC0415
 
         store: Any = (

@@ -7,6 +7,7 @@ decided for the client's key in **one** operation: all or nothing, one round tri
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -362,7 +363,9 @@ def _whole_seconds(value: float | None, least: int) -> int:
     return max(least, math.ceil(round(value or 0.0, 6)))
 
 
-def _policy(rates: Sequence[Rate]) -> str:
+@functools.lru_cache(maxsize=1024)
+def _policy(rates: tuple[Rate, ...]) -> str:
+    """``RateLimit-Policy`` for ``rates`` (kept: a route's rates are the same tuple each time)."""
     return ", ".join(f"{rate.limit};w={math.ceil(rate.period)}" for rate in rates)
 
 
@@ -389,7 +392,7 @@ def rate_limit_headers(
             ("RateLimit-Limit", str(decision.limit)),
             ("RateLimit-Remaining", str(decision.remaining)),
             ("RateLimit-Reset", str(reset)),
-            ("RateLimit-Policy", _policy(rates)),
+            ("RateLimit-Policy", _policy(tuple(rates))),
         ]
     if not decision.allowed:
         headers.append(("Retry-After", str(_whole_seconds(decision.retry_after, 1))))
