@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -108,64 +108,22 @@ def hammer(url: str) -> tuple[Counter[int], set[str]]:
     return statuses, workers
 
 
-@pytest.fixture
-def gunicorn(environment: dict[str, str]) -> Iterator[Served]:
-    served = Served(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            "3",
-            "--bind",
-            "127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            "tests.contrib.server_apps:flask_app()",
-        ],
-        environment,
-    )
+SERVERS = {
+    # gunicorn (sync workers) serving the Flask app; uvicorn serving the bare ASGI app.
+    "gunicorn": "-m gunicorn --workers 3 --bind 127.0.0.1:{port} --log-level warning "
+    "tests.contrib.server_apps:flask_app()",
+    "uvicorn": "-m uvicorn --factory tests.contrib.server_apps:asgi_app --workers 3 "
+    "--host 127.0.0.1 --port {port} --log-level warning",
+}
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_workers_share_one_limit_on_redis(server: str, environment: dict[str, str]) -> None:
+    served = Served([sys.executable, *SERVERS[server].split()], environment)
     try:
         served.wait_ready("/limited")
-        yield served
+        statuses, workers = hammer(served.url("/limited"))
     finally:
         served.stop()
-
-
-def test_gunicorn_workers_share_one_limit_on_redis(gunicorn: Served) -> None:
-    statuses, workers = hammer(gunicorn.url("/limited"))
-    assert statuses == Counter({200: LIMIT, 429: REQUESTS - LIMIT})
-    assert len(workers) >= 2, "every admitted request was served by one worker"
-
-
-@pytest.fixture
-def uvicorn(environment: dict[str, str]) -> Iterator[Served]:
-    served = Served(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "tests.contrib.server_apps:asgi_app",
-            "--workers",
-            "3",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            "--log-level",
-            "warning",
-        ],
-        environment,
-    )
-    try:
-        served.wait_ready("/limited")
-        yield served
-    finally:
-        served.stop()
-
-
-def test_uvicorn_workers_share_one_limit_on_redis(uvicorn: Served) -> None:
-    statuses, workers = hammer(uvicorn.url("/limited"))
     assert statuses == Counter({200: LIMIT, 429: REQUESTS - LIMIT})
     assert len(workers) >= 2, "every admitted request was served by one worker"

@@ -621,6 +621,33 @@ class CircuitBreaker:
         request = shared.outcome(ticket, failure, slow, now)
         return None if request is None else (request, now)
 
+    def _send(self, request: tuple[int, str, tuple[str, ...]], now: float) -> None:
+        """Make one round trip of the shared protocol and learn from its reply.
+
+        A store fault hands the breaker to its local state (with the outcomes of a ``sync``).
+        """
+        shared = cast("SharedState", self._shared)
+        sequence, operation, arguments = request
+        try:
+            reply = shared.store.breaker(self.name, operation, shared.rules, arguments)
+        except StorageError as failure:
+            shared.lost(failure, arguments if operation == "sync" else None)
+            return
+        shared.store_answered()
+        shared.apply(reply, now, sequence)
+
+    async def _asend(self, request: tuple[int, str, tuple[str, ...]], now: float) -> None:
+        """The coroutine form of :meth:`_send`."""
+        shared = cast("SharedState", self._shared)
+        sequence, operation, arguments = request
+        try:
+            reply = await shared.store.abreaker(self.name, operation, shared.rules, arguments)
+        except StorageError as failure:
+            shared.lost(failure, arguments if operation == "sync" else None)
+            return
+        shared.store_answered()
+        shared.apply(reply, now, sequence)
+
     def _leave(
         self,
         ticket: Ticket,
@@ -635,15 +662,7 @@ class CircuitBreaker:
             return
         send = self._outcome(ticket, start, error, result, judge_result)
         if send is not None:
-            (sequence, operation, arguments), now = send
-            shared = cast("SharedState", self._shared)
-            try:
-                reply = shared.store.breaker(self.name, operation, shared.rules, arguments)
-            except StorageError as failure:
-                shared.lost(failure, arguments if operation == "sync" else None)
-                return
-            shared.store_answered()
-            shared.apply(reply, now, sequence)
+            self._send(*send)
 
     async def _aleave(
         self,
@@ -659,15 +678,16 @@ class CircuitBreaker:
             return
         send = self._outcome(ticket, start, error, result, judge_result)
         if send is not None:
-            (sequence, operation, arguments), now = send
-            shared = cast("SharedState", self._shared)
-            try:
-                reply = await shared.store.abreaker(self.name, operation, shared.rules, arguments)
-            except StorageError as failure:
-                shared.lost(failure, arguments if operation == "sync" else None)
-                return
-            shared.store_answered()
-            shared.apply(reply, now, sequence)
+            await self._asend(*send)
+
+    def _pending(self) -> tuple[tuple[int, str, tuple[str, ...]], float] | None:
+        """The ``sync`` of what a shared breaker still holds, if anything is to be sent."""
+        shared = self._shared
+        if shared is None or shared.circuit.down:
+            return None
+        now = self.clock.now()
+        request = shared.flush(now)
+        return None if request is None else (request, now)
 
     def flush(self) -> None:
         """Write the outcomes a shared breaker still holds (a no-op for an in-process one).
@@ -675,39 +695,15 @@ class CircuitBreaker:
         A shared breaker writes successes once per ``sync_interval``; call this before a
         process exits so that its last successes count. Store faults are handled as on a call.
         """
-        shared = self._shared
-        if shared is None:
-            return
-        now = self.clock.now()
-        request = shared.flush(now)
-        if request is None or shared.circuit.down:
-            return
-        sequence, operation, arguments = request
-        try:
-            reply = shared.store.breaker(self.name, operation, shared.rules, arguments)
-        except StorageError as error:
-            shared.lost(error, arguments)
-            return
-        shared.store_answered()
-        shared.apply(reply, now, sequence)
+        pending = self._pending()
+        if pending is not None:
+            self._send(*pending)
 
     async def aflush(self) -> None:
         """The coroutine form of :meth:`flush`."""
-        shared = self._shared
-        if shared is None:
-            return
-        now = self.clock.now()
-        request = shared.flush(now)
-        if request is None or shared.circuit.down:
-            return
-        sequence, operation, arguments = request
-        try:
-            reply = await shared.store.abreaker(self.name, operation, shared.rules, arguments)
-        except StorageError as error:
-            shared.lost(error, arguments)
-            return
-        shared.store_answered()
-        shared.apply(reply, now, sequence)
+        pending = self._pending()
+        if pending is not None:
+            await self._asend(*pending)
 
     def _decorate_shared_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         enter, leave, reject, timed, now = (
