@@ -774,14 +774,18 @@ class RedisStorage:
         if (
             plan is not None
             and plan.rates is rates
-            and plan.single
             and type(key) is str
             and type(cost) is int
             and cost == 1
             and consume
             and now is None
         ):  # the common case, without detours
-            arguments: tuple[object, ...] = (1, f"{self._head}{key}{plan.suffix}")
+            head = self._head + key
+            arguments: tuple[object, ...] = (
+                (1, head + plan.suffix)
+                if plan.single
+                else (plan.nkeys, *[head + suffix for suffix in plan.suffixes])
+            )
         else:
             plan, arguments = self._decide_arguments(algorithm, key, rates, cost, consume, now)
         return plan.decision(self._run("decide", plan.script, arguments))
