@@ -1119,3 +1119,127 @@ def test_nothing_carries_over_between_requests_in_one_app_context() -> None:
     with app.app_context():
         assert "RateLimit-Limit" in get(app, "/a").headers
         assert "RateLimit-Limit" not in get(app, "/free").headers
+
+
+def _never() -> bool:
+    return False
+
+
+class TestFixedPlans:
+    """Routes whose limits depend on nothing but the key are decided by a plan made ready once.
+
+    Giving each limit an ``exempt_when`` that never exempts makes the same limits go the general
+    way, reading every spec per request: both must answer alike.
+    """
+
+    @staticmethod
+    def chapter(limiter: Limiter, app: Flask, extra: dict[str, Any]) -> None:
+        routes(app, "limited")
+        strict = limiter.limit("2/minute", error_message="Slow down", **extra)
+        app.add_url_rule("/strict", "strict", strict(lambda: "strict"))
+
+    @staticmethod
+    def layered(limiter: Limiter, app: Flask, extra: dict[str, Any]) -> None:
+        group = limiter.shared_limit("4/minute", "group", error_message="Group", **extra)
+        again = limiter.shared_limit("4/minute; 9/hour", "group", error_message="Again", **extra)
+        app.add_url_rule("/a", "a", group(again(lambda: "a")), methods=["GET", "POST"])
+        keep = limiter.limit("3/minute", override_defaults=False, per_method=True, **extra)
+        app.add_url_rule("/b", "b", keep(lambda: "b"), methods=["GET", "POST"])
+        post_only = limiter.limit("1/minute", methods=["POST"], **extra)
+        app.add_url_rule("/c", "c", post_only(lambda: "c"), methods=["GET", "POST"])
+
+    @staticmethod
+    def costs(limiter: Limiter, app: Flask, extra: dict[str, Any]) -> None:
+        app.add_url_rule("/a", "a", limiter.limit("5/minute", cost=2, **extra)(lambda: "a"))
+        app.add_url_rule("/free", "free", limiter.limit("1/minute", cost=0, **extra)(lambda: "f"))
+
+    @pytest.mark.parametrize("declare", ["chapter", "layered", "costs"])
+    def test_fixed_and_general_plans_answer_alike(self, clock, declare):
+        answers = []
+        for extra in ({}, {"exempt_when": _never}):
+            app = new_app()
+            general = {"exempt_when": _never} if extra else {}
+            limiter = Limiter(
+                get_remote_address,
+                app=app,
+                storage=MemoryStorage(clock=clock),
+                default_limits=["100 per day", "3 per minute"],
+                application_limits="12/minute",
+                default_limits_exempt_when=general.get("exempt_when"),
+                application_limits_exempt_when=general.get("exempt_when"),
+            )
+            getattr(self, declare)(limiter, app, extra)
+            seen = []
+            for _ in range(3):
+                for rule in list(app.url_map.iter_rules()):
+                    if rule.endpoint == "static":
+                        continue
+                    for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                        for address in (ADDRESS, OTHER):
+                            client = app.test_client()
+                            response = client.open(
+                                rule.rule,
+                                method=method,
+                                environ_base={"REMOTE_ADDR": address},
+                                headers={"Accept": "application/json"},
+                            )
+                            headers = [(n, v) for n, v in response.headers if "-" in n]
+                            seen.append((response.status_code, response.data, headers))
+            plans = app.extensions["buttress.flask"][limiter].plans.values()
+            assert any(plan.specs for plan in plans)
+            # (A cost of 2 beside the application's cost of 1 is two decisions: the general way.)
+            assert any(plan.fixed for plan in plans) == (not extra)
+            answers.append(seen)
+        assert 429 in {status for status, _, _ in answers[0]}
+        assert answers[0] == answers[1]
+
+    def test_headers_the_view_set_are_replaced(self, store):
+        app = new_app()
+        Limiter(get_remote_address, app=app, storage=store, default_limits="5/minute")
+        app.add_url_rule(
+            "/a", "a", lambda: ("a", {"ratelimit-limit": "99", "RateLimit-Limit": "98", "X-A": "1"})
+        )
+        response = get(app, "/a")
+        assert [
+            (n, v) for n, v in response.headers if n not in ("Content-Type", "Content-Length")
+        ] == [
+            ("RateLimit-Limit", "5"),
+            ("X-A", "1"),
+            ("RateLimit-Remaining", "4"),
+            ("RateLimit-Reset", "60"),
+            ("RateLimit-Policy", "5;w=60"),
+        ]
+
+    def test_escaped_keys_are_kept_for_a_bounded_number_of_clients(self, clock, store, monkeypatch):
+        decided: list[RateLimitDecided] = []
+        monkeypatch.setattr("buttress.contrib.flask._KEYS_KEPT", 2)
+        app = new_app()
+        limiter = Limiter(
+            lambda: request.headers["X-Key"],
+            app=app,
+            storage=store,
+            default_limits="1/minute",
+            key_prefix="p",
+            listeners=[lambda e: decided.append(e) if isinstance(e, RateLimitDecided) else None],
+        )
+        routes(app, "a")
+        for client in ("a:b", "c", "d e", "f", "a:b"):
+            assert statuses(app, "/a", 2, headers={"X-Key": client}) == [200, 429]
+            assert len(limiter._keys) <= 2
+            clock.advance(60)
+        keys = [event.key for event in decided[::2]]
+        assert keys == ["p:a%3Ab", "p:c", "p:d%20e", "p:f", "p:a%3Ab"]
+        assert [event.key for event in decided[1::2]] == keys
+
+    def test_a_declaration_after_requests_makes_the_plans_again(self, store):
+        app = new_app()
+        limiter = Limiter(get_remote_address, app=app, storage=store, default_limits="5/minute")
+
+        def view() -> str:
+            return "a"
+
+        app.add_url_rule("/a", "a", view)
+        assert get(app, "/a").headers["RateLimit-Limit"] == "5"
+        limiter.limit("1/minute")(view)
+        assert get(app, "/a").headers["RateLimit-Limit"] == "1"
+        assert get(app, "/a").status_code == 429

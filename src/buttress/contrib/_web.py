@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import json
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -36,6 +37,7 @@ __all__ = [
     "escape_key",
     "parse_networks",
     "rate_limit_headers",
+    "rate_limit_policy",
     "rejection_body",
 ]
 
@@ -48,6 +50,7 @@ returning one of those per request (dynamic limits, e.g. by the user's plan)."""
 DEFAULT_ERROR = "Too Many Requests"
 _MAX_KEY_PART = 200
 _SPECIAL = "%:{}# "  # what a key part may not hold as it is
+_SPECIAL_SEARCH = re.compile(r"[%:{}# ]").search
 
 
 def parse_networks(networks: Iterable[str | IPNetwork] | str | None) -> ProxyNetworks:
@@ -150,7 +153,7 @@ def escape_key(part: str) -> str:
     percent-encoded; a part longer than 200 characters once escaped is replaced by ``#`` and its
     SHA-256.
     """
-    if len(part) <= _MAX_KEY_PART and part.isprintable() and not any(c in part for c in _SPECIAL):
+    if len(part) <= _MAX_KEY_PART and part.isprintable() and not _SPECIAL_SEARCH(part):
         return part
     escaped = "".join(
         "".join(f"%{byte:02X}" for byte in c.encode("utf-8", "surrogatepass"))
@@ -338,6 +341,8 @@ class Engine:
         """The limiter deciding ``rates`` together (made on first use)."""
         found = self._limiters.get(rates)
         if found is not None:
+            if len(self._limiters) >= self._max:  # only a full cache needs the order of use
+                self._limiters.move_to_end(rates)
             return found
         with self._lock:
             found = self._limiters.get(rates)
@@ -359,18 +364,22 @@ class Engine:
 
 
 def _whole_seconds(value: float | None, least: int) -> int:
-    """Seconds rounded up, after dropping float noise (3600.0000000000005 is 3600)."""
-    return max(least, math.ceil(round(value or 0.0, 6)))
+    """Seconds rounded up, float noise aside (3600.0000000000005 is 3600, 3599.5 is 3600)."""
+    return max(least, math.ceil((value or 0.0) - 1e-6))
 
 
 @functools.lru_cache(maxsize=1024)
-def _policy(rates: tuple[Rate, ...]) -> str:
-    """``RateLimit-Policy`` for ``rates`` (kept: a route's rates are the same tuple each time)."""
+def rate_limit_policy(rates: tuple[Rate, ...]) -> str:
+    """The ``RateLimit-Policy`` header for ``rates`` (``"100;w=86400, 10;w=3600"``; cached)."""
     return ", ".join(f"{rate.limit};w={math.ceil(rate.period)}" for rate in rates)
 
 
 def rate_limit_headers(
-    decision: Decision, rates: Sequence[Rate], *, legacy: bool = False
+    decision: Decision,
+    rates: Sequence[Rate],
+    *,
+    legacy: bool = False,
+    policy: str | None = None,
 ) -> list[tuple[str, str]]:
     """The response headers describing ``decision``.
 
@@ -378,7 +387,8 @@ def rate_limit_headers(
     ``RateLimit-Policy`` (every limit, ``10;w=3600``) of the IETF httpapi draft, for the limit
     closest to rejecting; ``Retry-After`` (seconds, rounded up) on a rejection; with ``legacy``,
     ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset`` (a Unix time) instead, as Flask-Limiter
-    sends them.
+    sends them. ``policy``: the ``RateLimit-Policy`` value, when the caller keeps it (it is
+    computed from ``rates`` otherwise).
     """
     reset = _whole_seconds(decision.reset_after, 0)
     if legacy:
@@ -392,7 +402,7 @@ def rate_limit_headers(
             ("RateLimit-Limit", str(decision.limit)),
             ("RateLimit-Remaining", str(decision.remaining)),
             ("RateLimit-Reset", str(reset)),
-            ("RateLimit-Policy", _policy(tuple(rates))),
+            ("RateLimit-Policy", policy if policy is not None else rate_limit_policy(tuple(rates))),
         ]
     if not decision.allowed:
         headers.append(("Retry-After", str(_whole_seconds(decision.retry_after, 1))))
@@ -423,3 +433,6 @@ def rejection_body(
         body = {"error": "too_many_requests", "message": text, "limit": limit, "retry_after": retry}
         return json.dumps(body).encode("utf-8"), "application/json"
     return f"{text}. Retry after {retry} s.\n".encode(), "text/plain; charset=utf-8"
+
+
+_policy = rate_limit_policy  # the name the ASGI middleware knew it by

@@ -39,10 +39,12 @@ import ipaddress
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union, get_args
+from typing import Any, TypeVar, Union, cast, get_args
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Request, Response, current_app, request
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import TooManyRequests
+from werkzeug.local import LocalProxy
 
 from buttress._errors import ConfigurationError
 from buttress._events import Listener
@@ -59,6 +61,7 @@ from buttress.contrib._web import (
     rejection_body,
 )
 from buttress.ratelimit import ALGORITHMS, Decision, Rate
+from buttress.ratelimit import Limiter as RateLimiter
 from buttress.ratelimit._limiter import OnStoreError
 from buttress.storage import Storage, storage_from_url
 
@@ -78,8 +81,31 @@ _EXTENSION = "buttress.flask"  # app.extensions[_EXTENSION][limiter] is the limi
 _ROUTE = "route"  # the scope of per-route limits, completed with the endpoint at request time
 _ALIASES = {"moving-window": "sliding-window"}  # Flask-Limiter's names
 _ON_STORE_ERROR: tuple[str, ...] = get_args(OnStoreError)
+_KEYS_KEPT = 4096  # clients whose escaped keys are kept (all are forgotten beyond)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
+
+# The objects behind Flask's ``request`` and ``current_app`` proxies (werkzeug's documented way
+# to unwrap a proxy). Every attribute read through a proxy looks the object up again (about a
+# microsecond each): the hooks below, run on every request, look it up once and read the object.
+_current_request = cast("LocalProxy[Request]", request)._get_current_object  # noqa: SLF001
+_current_app = cast("LocalProxy[Flask]", current_app)._get_current_object  # noqa: SLF001
+
+
+def _header_names() -> frozenset[str]:
+    """Every header name :func:`rate_limit_headers` can send (a rejection's, either style).
+
+    In lower case, for :func:`_set_headers` to see whether a response has one already.
+    """
+    rejected = Decision(False, 1, 0, 1.0, 1.0, Rate(1, 1))
+    return frozenset(
+        name.lower()
+        for legacy in (False, True)
+        for name, _ in rate_limit_headers(rejected, (rejected.rate,), legacy=legacy)
+    )
+
+
+_HEADER_NAMES = _header_names()
 
 
 def get_remote_address() -> str:
@@ -91,7 +117,7 @@ def get_remote_address() -> str:
     Returns:
         ``request.remote_addr``, or ``"127.0.0.1"`` when the server does not give one.
     """
-    return request.remote_addr or "127.0.0.1"
+    return _current_request().remote_addr or "127.0.0.1"
 
 
 def remote_address(trusted_proxies: Proxies | None = None, *, ipv6_prefix: int = 64) -> KeyFunc:
@@ -119,9 +145,10 @@ def remote_address(trusted_proxies: Proxies | None = None, *, ipv6_prefix: int =
         raise ValueError(f"ipv6_prefix must be between 0 and 128, got {ipv6_prefix}")
 
     def key() -> str:
-        headers = request.headers
+        current = _current_request()
+        headers = current.headers
         return client_address(
-            request.remote_addr,
+            current.remote_addr,
             forwarded_for=", ".join(headers.getlist("X-Forwarded-For")) or None,
             forwarded=", ".join(headers.getlist("Forwarded")) or None,
             trusted=trusted,
@@ -170,8 +197,36 @@ class _Declared:
     override_defaults: bool
 
 
-_Plan = tuple[tuple[LimitSpec, Union[tuple[Rate, ...], None]], ...]  # noqa: UP007
+_Specs = tuple[tuple[LimitSpec, Union[tuple[Rate, ...], None]], ...]  # noqa: UP007
 """The specs applying to an endpoint and method, each with its rates unless they are dynamic."""
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """A plan's decision when only its key is read from the request (the usual case).
+
+    Every spec has fixed rates, no ``exempt_when``, and the same key function and int cost:
+    then deciding a request is one call to one limiter, found once with the plan.
+    """
+
+    key_func: KeyFunc
+    cost: int
+    rates: tuple[Rate, ...]  # every rate, once each, in the specs' order
+    limiter: RateLimiter  # the engine's limiter deciding ``rates`` together
+    messages: dict[Rate, str]  # a rate's error message, when its spec has one
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What to decide for the requests of one method to one endpoint.
+
+    Attributes:
+        specs: The specs that apply, for :meth:`Limiter._decide` (empty: nothing to decide).
+        fixed: Their decision made ready, when nothing but the key depends on the request.
+    """
+
+    specs: _Specs
+    fixed: _Fixed | None = None
 
 
 @dataclass
@@ -185,12 +240,18 @@ class _AppState:
     enabled: bool
     headers_enabled: bool
     legacy_headers: bool
-    # (endpoint, method) -> the specs that apply, made on the first such request
+    # (endpoint, method) -> what to decide, made on the first such request
     plans: dict[tuple[str, str], _Plan] = field(default_factory=dict)
     version: int = 0
 
 
 _Outcome = tuple[Decision, tuple[Rate, ...], Union[str, None]]  # noqa: UP007
+"""A request's decision (the binding limit's), every rate decided, and the binding limit's
+error message."""
+
+_Decided = tuple[Decision, tuple[Rate, ...], _AppState]
+"""What the request's environ keeps for the ``after_request`` hook: the decision, every rate
+decided, and the app's state (its header settings)."""
 
 
 def _strategy(value: object) -> str:
@@ -387,6 +448,7 @@ class Limiter:
         self._filters: list[Callable[[], bool]] = []
         self._version = 0  # bumped by every declaration: cached plans are then made again
         self._environ_key = f"buttress.limits.{id(self)}"
+        self._keys: dict[str, str] = {}  # a key function's value -> the key in the store
         if app is not None:
             self.init_app(app)
 
@@ -604,34 +666,45 @@ class Limiter:
         Raises:
             RuntimeError: Outside a request context.
         """
-        outcome: _Outcome | None = request.environ.get(self._environ_key)
-        return None if outcome is None else outcome[0]
+        decided: _Decided | None = _current_request().environ.get(self._environ_key)
+        return None if decided is None else decided[0]
 
     # -- requests -------------------------------------------------------------------------------
+    #
+    # These run on every request: they read Flask's objects through ``_current_request()`` and
+    # ``_current_app()`` once each, and the work that does not depend on the request is done once
+    # per endpoint and method, in the plan.
 
     def _state(self) -> _AppState | None:
-        registry: dict[Limiter, _AppState] = current_app.extensions.get(_EXTENSION, {})
+        registry: dict[Limiter, _AppState] = _current_app().extensions.get(_EXTENSION, {})
         return registry.get(self)
 
     def _check_request(self) -> None:
         """Decide the request before its view runs (a ``before_request`` hook)."""
+        current = _current_request()
         state = self._state()
-        endpoint = request.endpoint
+        endpoint = current.endpoint
         if state is None or not state.enabled or endpoint is None:
             return  # no route: a 404 (or 405) is not counted, as in Flask-Limiter
         if endpoint == "static" or endpoint.endswith(".static"):
             return
-        if any(function() for function in self._filters):
+        if self._filters and any(function() for function in self._filters):
             return
-        method = request.method
+        method = current.method
         plan = self._plan(state, endpoint, method)
-        outcome = self._decide(state, plan, method) if plan else None
-        if outcome is None:
-            return
-        request.environ[self._environ_key] = outcome
-        decision, _, message = outcome
+        fixed = plan.fixed
+        if fixed is not None:  # the usual case: one call to one limiter
+            decision = fixed.limiter.hit(self._key(fixed.key_func), fixed.cost)
+            rates = fixed.rates
+            message = fixed.messages.get(decision.rate) if fixed.messages else None
+        else:
+            outcome = self._decide(state, plan.specs, method) if plan.specs else None
+            if outcome is None:
+                return
+            decision, rates, message = outcome
+        current.environ[self._environ_key] = (decision, rates, state)
         if not decision.allowed:
-            body, content_type = rejection_body(decision, request.headers.get("Accept"), message)
+            body, content_type = rejection_body(decision, current.headers.get("Accept"), message)
             response = Response(body, status=429, content_type=content_type)
             raise RateLimitExceeded(decision, message, response)
 
@@ -641,13 +714,52 @@ class Limiter:
             state.version = self._version
         plan = state.plans.get((endpoint, method))
         if plan is None:
-            specs = self._resolve(state, endpoint, method)
-            # Fixed limits are parsed and scoped once here, dynamic ones on every request.
-            plan = tuple(
-                (spec, None if callable(spec.value) else spec.rates(method)) for spec in specs
-            )
-            state.plans[endpoint, method] = plan
+            plan = state.plans[endpoint, method] = self._make_plan(state, endpoint, method)
         return plan
+
+    def _make_plan(self, state: _AppState, endpoint: str, method: str) -> _Plan:
+        specs = self._resolve(state, endpoint, method)
+        # Fixed limits are parsed and scoped once here, dynamic ones on every request.
+        pairs = tuple(
+            (spec, None if callable(spec.value) else spec.rates(method)) for spec in specs
+        )
+        return _Plan(pairs, self._fixed(state, pairs))
+
+    def _fixed(self, state: _AppState, specs: _Specs) -> _Fixed | None:
+        """The decision :meth:`_decide` would make, made ready, if only the key is left to read.
+
+        ``None`` when a spec reads the request (dynamic limits, a cost function, ``exempt_when``)
+        or when the specs take several decisions (other key functions or costs).
+        """
+        counted: list[tuple[LimitSpec, tuple[Rate, ...], int]] = []
+        for spec, rates in specs:
+            cost = spec.cost
+            if rates is None or spec.exempt_when is not None or not isinstance(cost, int):
+                return None
+            if cost != 0:  # a cost of 0 is not counted
+                counted.append((spec, rates, cost))
+        if not counted:
+            return None
+        key_func = counted[0][0].key_func or state.key_func
+        cost = counted[0][2]
+        if any(
+            (spec.key_func or state.key_func) is not key_func or spec_cost != cost
+            for spec, _, spec_cost in counted
+        ):
+            return None
+        # As _decide makes it: every rate once, in order; a rate's message is its first spec's.
+        rates = tuple(dict.fromkeys(rate for _, spec_rates, _ in counted for rate in spec_rates))
+        messages: dict[Rate, str | None] = {}
+        for spec, spec_rates, _ in counted:
+            for rate in spec_rates:
+                messages.setdefault(rate, spec.error_message)
+        return _Fixed(
+            key_func=key_func,
+            cost=cost,
+            rates=rates,
+            limiter=state.engine.limiter(rates),
+            messages={rate: text for rate, text in messages.items() if text is not None},
+        )
 
     def _resolve(self, state: _AppState, endpoint: str, method: str) -> tuple[LimitSpec, ...]:
         """The specs that apply to requests of ``method`` to ``endpoint``, in Flask-Limiter's way.
@@ -684,10 +796,16 @@ class Limiter:
             raise TypeError(
                 f"the key function {function!r} must return a non-empty str, got {value!r}"
             )
-        key = escape_key(value)
-        return f"{self._key_prefix}:{key}" if self._key_prefix else key
+        key = self._keys.get(value)
+        if key is None:  # escaped once per client, not on each of its requests
+            key = escape_key(value)
+            key = f"{self._key_prefix}:{key}" if self._key_prefix else key
+            if len(self._keys) >= _KEYS_KEPT:
+                self._keys.clear()
+            self._keys[value] = key
+        return key
 
-    def _decide(self, state: _AppState, plan: _Plan, method: str) -> _Outcome | None:
+    def _decide(self, state: _AppState, specs: _Specs, method: str) -> _Outcome | None:
         """Decide every applicable spec: one decision per distinct (key, cost), usually one.
 
         Specs with another key function or cost than the rest cannot share their decision;
@@ -697,7 +815,7 @@ class Limiter:
         groups: dict[tuple[str, int], list[Rate]] = {}
         messages: dict[Rate, str | None] = {}
         keys: dict[KeyFunc, str] = {}
-        for spec, fixed in plan:
+        for spec, fixed in specs:
             if spec.exempt_when is not None and spec.exempt_when():
                 continue
             cost = spec.request_cost()
@@ -727,14 +845,23 @@ class Limiter:
 
     def _add_headers(self, response: Response) -> Response:
         """Describe the decision in the response's headers (an ``after_request`` hook)."""
-        outcome: _Outcome | None = request.environ.get(self._environ_key)
-        state = self._state()
-        if outcome is None or state is None:
+        decided: _Decided | None = _current_request().environ.get(self._environ_key)
+        if decided is None:
             return response
-        decision, rates, _ = outcome
+        decision, rates, state = decided
         headers = rate_limit_headers(decision, rates, legacy=state.legacy_headers)
         if not state.headers_enabled:
             headers = [(name, value) for name, value in headers if name == "Retry-After"]
-        for name, value in headers:
-            response.headers[name] = value
+        _set_headers(response.headers, headers)
         return response
+
+
+def _set_headers(target: Headers, headers: list[tuple[str, str]]) -> None:
+    """Set ``headers`` on a response, replacing any it already has by those names."""
+    for name, _ in target:
+        if name.lower() in _HEADER_NAMES:  # one to replace: set each (a scan of the list each)
+            for ours, value in headers:
+                target[ours] = value
+            return
+    for ours, value in headers:
+        target.add(ours, value)  # none to replace: appended, as setting them would
