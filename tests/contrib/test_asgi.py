@@ -29,6 +29,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from buttress import ConfigurationError
+from buttress.contrib._web import escape_key
 from buttress.contrib.asgi import RateLimiter, RateLimitMiddleware
 from buttress.contrib.fastapi import RateLimit, RateLimitExceeded, rate_limit_exceeded_handler
 from buttress.ratelimit import Rate
@@ -879,6 +880,66 @@ class TestFastAPI:
         request = Request({"type": "http", "headers": []})
         with pytest.raises(TypeError, match="ValueError"):
             rate_limit_exceeded_handler(request, ValueError("no"))
+
+
+class TestShortcuts:
+    """The middleware's per-request shortcuts answer exactly as the general code does."""
+
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"default_limits": "50/minute"},
+            {"default_limits": "50/minute; 1000/hour", "application_limits": "70/minute"},
+            {"routes": {"/a": lambda scope: "30/minute"}, "application_limits": "90/minute"},
+            {"routes": {"/a": "30/second"}, "application_limits": lambda scope: "90/minute"},
+        ],
+    )
+    async def test_admitted_headers_are_the_response_headers_encoded(self, options):
+        clock = FakeClock()
+        limiter = RateLimiter(storage=MemoryStorage(clock=clock), **options)
+        scope = {"type": "http", "path": "/a", "client": PEER, "headers": []}
+        for step in [0.0, 0.3, 1e-7, 12.25, 0.5, 7.0000001, 3.9999999]:
+            clock.advance(step)
+            prepared = limiter._prepare(scope)
+            assert prepared is not None
+            plan, rates, key, cost = prepared
+            assert rates == limiter.rates(scope)
+            decision = await limiter.engine.adecide(key, rates, cost)
+            expected = [
+                (name.lower().encode(), value.encode())
+                for name, value in limiter.response_headers(decision, rates)
+            ]
+            assert limiter._admitted_headers(decision, plan, rates) == expected
+
+    @pytest.mark.parametrize(
+        "peer", ["1.2.3.4", "2001:db8::1", "::ffff:1.2.3.4", "not-an-address", None]
+    )
+    def test_the_kept_peer_key_is_the_client_key_escaped(self, peer):
+        limiter = RateLimiter(default_limits="1/minute")
+        scope: dict[str, Any] = {"type": "http", "path": "/", "headers": []}
+        if peer is not None:
+            scope["client"] = (peer, 1)
+        for _ in range(2):  # parsed, then kept
+            prepared = limiter._prepare(scope)
+            assert prepared is not None
+            assert prepared[2] == escape_key(str(limiter.client_key(scope)))
+
+    async def test_without_headers_the_app_gets_the_servers_send(self):
+        sends: list[Any] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            sends.append(send)
+            await plain_app(scope, receive, send)
+
+        async def send(message: Any) -> None:
+            pass
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b""}
+
+        limited = RateLimitMiddleware(app, default_limits="5/minute", headers=False)
+        await limited({"type": "http", "path": "/", "headers": [], "client": PEER}, receive, send)
+        assert sends == [send]
 
 
 class TestBadInput:
