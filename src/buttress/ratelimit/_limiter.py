@@ -469,6 +469,9 @@ class Limiter(_GuardedFront):
 
     async def ahit(self, key: str, cost: int = 1) -> Decision:
         """The coroutine form of :meth:`hit` (the Redis store uses ``redis.asyncio``)."""
+        if self._direct is not None:
+            # A memory store answers at once and never fails: nothing to await.
+            return self.hit(key, cost)
         key, cost = self._check(key, cost)
         cached = self._cached(key, cost)
         if cached is not None:

@@ -275,12 +275,14 @@ class _AsyncLink:
     waiting command fails and the next call opens a new one.
     """
 
-    __slots__ = ("_reader", "connection", "dead", "ready", "waiting", "writer")
+    __slots__ = ("_outgoing", "_reader", "connection", "dead", "ready", "waiting", "writer")
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.writer: Any = None
+        # Commands sent during one turn of the event loop go out in one write at its end.
+        self._outgoing: list[bytes] = []
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.dead = False
         self._reader: asyncio.Task[None] | None = None
@@ -343,10 +345,20 @@ class _AsyncLink:
         """
         if self.dead:
             raise redis.ConnectionError("the connection is closed")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.writer.write(payload)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        outgoing = self._outgoing
+        if not outgoing:
+            loop.call_soon(self._flush)
+        outgoing.append(payload)
         self.waiting.append(future)
         return future
+
+    def _flush(self) -> None:
+        """Write what was sent during this turn of the loop, in one go, in order."""
+        outgoing, self._outgoing = self._outgoing, []
+        if not self.dead:
+            self.writer.write(b"".join(outgoing))
 
     async def close(self) -> None:
         """Stop reading and disconnect."""
