@@ -1174,7 +1174,7 @@ class TestFixedPlans:
                 for rule in list(app.url_map.iter_rules()):
                     if rule.endpoint == "static":
                         continue
-                    for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                    for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
                         for address in (ADDRESS, OTHER):
                             client = app.test_client()
                             response = client.open(

@@ -433,6 +433,3 @@ def rejection_body(
         body = {"error": "too_many_requests", "message": text, "limit": limit, "retry_after": retry}
         return json.dumps(body).encode("utf-8"), "application/json"
     return f"{text}. Retry after {retry} s.\n".encode(), "text/plain; charset=utf-8"
-
-
-_policy = rate_limit_policy  # the name the ASGI middleware knew it by
