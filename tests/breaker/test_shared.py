@@ -241,24 +241,28 @@ class TestHalfOpen:
         time.sleep(0.1)
         inside = 0
         most = 0
-        lock = threading.Lock()
+        answered = threading.Condition()
         outcomes: collections.Counter[str] = collections.Counter()
 
         def slow():
+            # A trial holds its permit until every other thread has been answered, so that no
+            # thread can come late and find the breaker already closed by a finished trial.
             nonlocal inside, most
-            with lock:
+            with answered:
                 inside += 1
                 most = max(most, inside)
-            time.sleep(0.2)
-            with lock:
+                answered.wait_for(lambda: sum(outcomes.values()) + inside >= 12, timeout=10)
                 inside -= 1
 
         def worker(index):
             try:
                 breakers[index % 3](slow)()
-                outcomes["ran"] += 1
+                outcome = "ran"
             except CircuitOpen:
-                outcomes["rejected"] += 1
+                outcome = "rejected"
+            with answered:
+                outcomes[outcome] += 1
+                answered.notify_all()
 
         run_in_threads(12, worker)
         assert most <= 2

@@ -36,8 +36,6 @@ def flask_app() -> Any:
 
 def asgi_app() -> Any:
     """A bare ASGI app behind the middleware: ``/limited`` under ``TEST_WEB_LIMIT``, on Redis."""
-    import asyncio  # noqa: PLC0415
-
     from buttress.contrib.asgi import RateLimitMiddleware  # noqa: PLC0415
     from buttress.storage.redis import RedisStorage  # noqa: PLC0415
 
@@ -50,7 +48,9 @@ def asgi_app() -> Any:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        await asyncio.sleep(0.05)  # long enough for concurrent requests to spread
+        # Blocking on purpose: a worker busy with one request cannot accept the next, so
+        # concurrent requests spread over the workers (the limit must hold across them).
+        time.sleep(0.05)  # noqa: ASYNC251 - see above
         body = f"pid {os.getpid()}".encode()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": body})

@@ -275,7 +275,18 @@ class _AsyncLink:
     waiting command fails and the next call opens a new one.
     """
 
-    __slots__ = ("_outgoing", "_reader", "connection", "dead", "ready", "waiting", "writer")
+    __slots__ = (
+        "_closing",
+        "_deadlines",
+        "_outgoing",
+        "_reader",
+        "_timer",
+        "connection",
+        "dead",
+        "ready",
+        "waiting",
+        "writer",
+    )
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
@@ -283,6 +294,11 @@ class _AsyncLink:
         self.writer: Any = None
         # Commands sent during one turn of the event loop go out in one write at its end.
         self._outgoing: list[bytes] = []
+        # When each waiting command must have its reply (loop time), and the one timer that
+        # watches the oldest: replies come in order, so a late oldest reply means a stuck server.
+        self._deadlines: collections.deque[float] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.dead = False
         self._reader: asyncio.Task[None] | None = None
@@ -322,6 +338,7 @@ class _AsyncLink:
                 reply = parser.gets()
                 while reply is not False:
                     future = waiting.popleft()
+                    self._deadlines.popleft()
                     if not future.done():
                         future.set_result(reply)
                     reply = parser.gets()
@@ -331,17 +348,27 @@ class _AsyncLink:
         except Exception as error:  # noqa: BLE001 - every failure ends the connection alike
             failure = redis.ConnectionError(f"{type(error).__name__}: {error}")
         finally:
-            self.dead = True
-            while waiting:
-                future = waiting.popleft()
-                if not future.done():
-                    future.set_exception(failure)
+            self._fail(failure)
         await self.connection.disconnect(nowait=True)  # (close() does it after a cancel)
 
-    def send(self, payload: bytes) -> asyncio.Future[Any]:
-        """Write one packed command; return the future of its reply.
+    def _fail(self, failure: BaseException) -> None:
+        """End the connection for its users: every waiting command fails with ``failure``."""
+        self.dead = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiting = self.waiting
+        while waiting:
+            future = waiting.popleft()
+            if not future.done():
+                future.set_exception(failure)
+        self._deadlines.clear()
 
-        An error reply comes back as a ``ResponseError`` value, not raised.
+    def send(self, payload: bytes, within: float) -> asyncio.Future[Any]:
+        """Write one packed command; return the future of its reply, due ``within`` seconds.
+
+        An error reply comes back as a ``ResponseError`` value, not raised. If a reply is late,
+        the connection is given up and every waiting command fails with ``redis.TimeoutError``.
         """
         if self.dead:
             raise redis.ConnectionError("the connection is closed")
@@ -352,7 +379,25 @@ class _AsyncLink:
             loop.call_soon(self._flush)
         outgoing.append(payload)
         self.waiting.append(future)
+        deadline = loop.time() + within
+        self._deadlines.append(deadline)
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._watch, within)
         return future
+
+    def _watch(self, within: float) -> None:
+        """The timer: give up on a stuck server, or watch the next oldest command."""
+        self._timer = None
+        if self.dead or not self._deadlines:
+            return
+        loop = asyncio.get_running_loop()
+        oldest = self._deadlines[0]
+        if loop.time() >= oldest:
+            self._fail(redis.TimeoutError(f"no answer within {within:g} s"))
+            # Disconnect: a late reply must never reach a later command.
+            self._closing = loop.create_task(self.close())
+        else:
+            self._timer = loop.call_at(oldest, self._watch, within)
 
     def _flush(self) -> None:
         """Write what was sent during this turn of the loop, in one go, in order."""
@@ -362,7 +407,7 @@ class _AsyncLink:
 
     async def close(self) -> None:
         """Stop reading and disconnect."""
-        self.dead = True
+        self._fail(redis.ConnectionError("the connection was closed"))
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -626,33 +671,36 @@ class RedisStorage:
             await asyncio.shield(link.ready)  # another coroutine is opening it
         return link
 
-    async def _evalsha(self, script: _Script, arguments: tuple[object, ...]) -> Any:
-        link = await self._link()
-        reply = await link.send(_pack(("EVALSHA", script.sha, *arguments)))
-        if isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"):
-            link.send(_pack(("SCRIPT", "LOAD", script.source)))  # pipelined with the retry
-            reply = await link.send(_pack(("EVALSHA", script.sha, *arguments)))
-        if isinstance(reply, redis.ResponseError):
-            raise reply
-        return reply
+    async def _opened(self, bound: float) -> _AsyncLink:
+        """The open link of the running loop; opening one is bounded by ``bound`` seconds."""
+        link = self._links.get(asyncio.get_running_loop())
+        if link is not None and not link.dead and link.ready.done():
+            return link  # the common case: no timer, no await
+        if _timeout_scope is None:  # Python 3.10
+            return await asyncio.wait_for(self._link(), bound)
+        async with _timeout_scope(bound):
+            return await self._link()
 
     async def _arun(self, operation: str, script: _Script, arguments: tuple[object, ...]) -> Any:
-        """Run one script on the store's asyncio connection, the whole call bounded in time."""
+        """Run one script on the store's asyncio connection, each step bounded in time.
+
+        Opening the connection is bounded by a timeout scope; each command by the link's one
+        deadline timer (a timeout scope per call would cost more than the rest of the call).
+        """
         bound = self._timeout * _CALL_BOUND
         try:
-            if _timeout_scope is None:  # Python 3.10
-                return await asyncio.wait_for(self._evalsha(script, arguments), bound)
-            # A timeout scope costs a timer; wait_for (before 3.12) also a task.
-            async with _timeout_scope(bound):
-                return await self._evalsha(script, arguments)
-        except asyncio.TimeoutError as error:  # (the builtin TimeoutError from 3.11)
-            # A server that does not answer may never answer: start afresh on the next call.
-            link = self._links.get(asyncio.get_running_loop())
-            if link is not None and not link.dead:
-                await link.close()
+            link = await self._opened(bound)
+            reply = await link.send(_pack(("EVALSHA", script.sha, *arguments)), bound)
+            if isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"):
+                link.send(_pack(("SCRIPT", "LOAD", script.source)), bound)  # pipelined
+                reply = await link.send(_pack(("EVALSHA", script.sha, *arguments)), bound)
+        except (asyncio.TimeoutError, redis.TimeoutError) as error:
             raise self._failure(operation, f"no answer within {bound:g} s") from error
         except (redis.RedisError, OSError) as error:
             raise self._failure(operation, f"{type(error).__name__}: {error}") from error
+        if isinstance(reply, redis.ResponseError):
+            raise self._failure(operation, f"ResponseError: {reply}") from reply
+        return reply
 
     # -- arguments -------------------------------------------------------------------------------
 
