@@ -1094,3 +1094,92 @@ def _partial_sums(costs: list[int]) -> set[int]:
     for cost in costs:
         sums |= {total + cost for total in sums}
     return sums
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A private redis-server speaking TLS only, with a self-signed certificate: (URL, CA)."""
+    from tests.conftest import _unavailable  # noqa: PLC0415 - skip or fail, as for services
+
+    openssl, server = shutil.which("openssl"), shutil.which("redis-server")
+    if openssl is None or server is None:
+        _unavailable("the TLS test needs openssl and redis-server")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    request = [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key)]
+    request += ["-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"]
+    request += ["-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(  # noqa: S603 - our own arguments
+        request,
+        check=True,
+        capture_output=True,
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [server, "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert)]
+    command += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(cert)]
+    command += ["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"]
+    command += ["--bind", "127.0.0.1", "--dir", str(directory)]
+    process = subprocess.Popen(  # noqa: S603 - our own arguments
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"rediss://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url, ssl_ca_certs=str(cert), socket_timeout=1.0)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None:
+                    _unavailable("this redis-server cannot serve TLS")
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+        yield url, cert
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+class TestTls:
+    """``rediss://``: the store's own connections (sync and asyncio) over TLS."""
+
+    async def test_decisions_and_breakers_over_tls(self, tls_redis):
+        url, cert = tls_redis
+        store = RedisStorage.from_url(url, prefix="tls", ssl_ca_certs=str(cert))
+        rates = (Rate(10, per=60),)
+        try:
+            assert store.decide("gcra", "k", rates, 1).remaining == 9
+            assert (await store.adecide("gcra", "k", rates, 1)).remaining == 8
+            rules = (
+                "1",
+                "0.0",
+                "0.0",
+                "count",
+                "10",
+                "10",
+                "1",
+                "1.0",
+                "1.0",
+                "1.0",
+                "1",
+                "1",
+                "9",
+            )
+            assert store.breaker("b", "read", rules).state == "c"
+            assert (await store.abreaker("b", "force", rules, ("o",))).state == "o"
+        finally:
+            await store.aclose()
+
+    def test_a_wrong_certificate_is_a_storage_error(self, tls_redis):
+        url, _ = tls_redis
+        store = RedisStorage.from_url(url, prefix="tls")  # the system CAs: not ours
+        try:
+            with pytest.raises(StorageError, match=r"rediss://127\.0\.0\.1"):
+                store.decide("gcra", "k", (Rate(10, per=60),), 1)
+        finally:
+            store.close()
