@@ -1,11 +1,9 @@
 """A private ``redis-server`` for the fault tests: started on a free loopback port, and stopped,
 frozen and started again mid-test (never the shared server of ``conftest.py``).
 
-A test module defines its own ``server`` fixture from :func:`private_server`::
-
-    @pytest.fixture
-    def server(tmp_path):
-        yield from private_server(tmp_path)
+``tests/conftest.py`` loads this module as a pytest plugin, so every test can ask for its
+fixtures: ``server`` (a started :class:`PrivateRedis`, killed at teardown) and ``stores`` (a
+list where a test puts the stores it makes, closed at teardown in the test's event loop).
 
 ``redis`` is imported lazily, so that a module importing this one can first skip itself with
 ``pytest.importorskip("redis")``.
@@ -19,13 +17,13 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["PrivateRedis", "free_port", "private_server"]
+__all__ = ["PrivateRedis", "free_port", "private_server", "server", "stores"]
 
 
 def free_port() -> int:
@@ -37,25 +35,49 @@ def free_port() -> int:
 
 
 class PrivateRedis:
-    """A redis-server of this test's own, which the test may stop, freeze and start again."""
+    """A redis-server of this test's own, which the test may stop, freeze and start again.
 
-    def __init__(self, directory: Path) -> None:
+    Args:
+        directory: Its working directory (and where its unix socket goes).
+        unix: Listen on a unix socket (``socket``) instead of a TCP port.
+        tls: ``(certificate, key)``: speak TLS only, on the port (the certificate is its own CA).
+    """
+
+    def __init__(
+        self, directory: Path, *, unix: bool = False, tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.port = free_port()
         self.directory = directory
+        self.socket = directory / "redis.sock" if unix else None
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
         self.frozen = False
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        if self.socket is not None:
+            return f"unix://{self.socket}?db=0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _arguments(self) -> list[str]:
+        if self.socket is not None:
+            return ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
+        if self.tls is not None:
+            cert, key = self.tls
+            return [
+                *("--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1"),
+                *("--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+                *("--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"),
+            ]
+        return ["--port", str(self.port), "--bind", "127.0.0.1"]
 
     def start(self) -> None:
         """Start the server (on the same port every time) and wait until it answers."""
         import redis  # noqa: PLC0415 - the redis extra is optional
 
         assert self.process is None
-        arguments = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        arguments += ["--appendonly", "no", "--dir", str(self.directory)]
+        arguments = [*self._arguments(), "--save", "", "--appendonly", "no"]
+        arguments += ["--dir", str(self.directory)]
         self.process = subprocess.Popen(  # noqa: S603 - a fixed command line of our own
             ["redis-server", *arguments],  # noqa: S607 - found on PATH, checked by the fixture
             stdout=subprocess.DEVNULL,
@@ -104,17 +126,22 @@ class PrivateRedis:
         from redis.retry import Retry  # noqa: PLC0415
 
         # No retries: a refused connection must fail at once while start() waits for the port.
-        return redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            socket_timeout=2,
-            socket_connect_timeout=2,
-            retry=Retry(NoBackoff(), 0),
-        )
+        options: dict[str, Any] = {
+            "socket_timeout": 2,
+            "socket_connect_timeout": 2,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if self.socket is not None:
+            return redis.Redis(unix_socket_path=str(self.socket), **options)
+        if self.tls is not None:
+            options.update(ssl=True, ssl_ca_certs=str(self.tls[0]))
+        return redis.Redis(host="127.0.0.1", port=self.port, **options)
 
 
-def private_server(directory: Path) -> Iterator[PrivateRedis]:
+def private_server(directory: Path, **options: Any) -> Generator[PrivateRedis, None, None]:
     """The body of a ``server`` fixture: a started :class:`PrivateRedis`, killed at teardown.
+
+    ``options`` go to :class:`PrivateRedis` (``unix=True``, ``tls=``).
 
     Skips the test when ``redis-server`` is not on PATH (fails it instead when
     ``BUTTRESS_REQUIRE_SERVICES=1``).
@@ -124,9 +151,25 @@ def private_server(directory: Path) -> Iterator[PrivateRedis]:
         if os.environ.get("BUTTRESS_REQUIRE_SERVICES") == "1":
             pytest.fail(f"{reason} (BUTTRESS_REQUIRE_SERVICES=1 requires it)", pytrace=False)
         pytest.skip(reason)
-    private = PrivateRedis(directory)
+    private = PrivateRedis(directory, **options)
     private.start()
     try:
         yield private
     finally:
         private.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A private redis-server for this test alone (see :func:`private_server`)."""
+    pytest.importorskip("redis")
+    yield from private_server(tmp_path)
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[list[Any]]:
+    """The stores a test makes; closed at teardown (in the test's event loop), failed or not."""
+    made: list[Any] = []
+    yield made
+    for store in made:
+        await store.aclose()

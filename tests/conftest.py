@@ -16,6 +16,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+# The private redis-server of the fault tests: fixtures ``server`` and ``stores``.
+pytest_plugins = ["tests._redis_server"]
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 

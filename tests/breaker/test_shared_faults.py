@@ -12,9 +12,8 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from multiprocessing import get_context
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from buttress import CircuitBreaker, CircuitOpen, StorageError
 from buttress.breaker import BreakerStateChanged, BreakerStoreDegraded, BreakerStoreRecovered, State
 
-from .._redis_server import PrivateRedis, private_server
+from .._redis_server import PrivateRedis
 
 pytest.importorskip("redis")
 
@@ -42,20 +41,6 @@ def boom() -> None:
 
 def ok() -> str:
     return "ok"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    yield from private_server(tmp_path)
-
-
-@pytest.fixture
-async def stores() -> AsyncIterator[list[Any]]:
-    """The stores a test makes; closed at teardown (in the test's event loop), failed or not."""
-    made: list[Any] = []
-    yield made
-    for store in made:
-        await store.aclose()
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -36,7 +35,7 @@ from buttress.ratelimit import Rate
 from buttress.storage import MemoryStorage
 from buttress.testing import FakeClock
 
-from .._redis_server import PrivateRedis, private_server
+from .._redis_server import PrivateRedis
 
 PEER = ("1.2.3.4", 123)
 JSON = {"accept": "application/json"}
@@ -1048,12 +1047,6 @@ class TestRedis:
 TIMEOUT = 0.2  # the store's timeout for connecting and each command
 REQUEST_BOUND = 1.0  # the most wall time one request may take, whatever the store does
 LEAKS = ("redis", "127.0.0.1", "storage", "exception", "traceback", "connection", "timeout")
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    pytest.importorskip("redis")
-    yield from private_server(tmp_path)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from buttress.ratelimit import ALGORITHMS, Rate, RateLimitDecided, StoreDegraded
 from buttress.storage import MemoryStorage
 from buttress.testing import FakeClock
 
-from .._redis_server import PrivateRedis, private_server
+from .._redis_server import PrivateRedis
 
 ADDRESS = "203.0.113.7"
 OTHER = "198.51.100.20"
@@ -1024,12 +1023,6 @@ class TestRedis:
 
 
 # -- a Redis that dies ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    pytest.importorskip("redis")
-    yield from private_server(tmp_path)
 
 
 class TestStoreDown:

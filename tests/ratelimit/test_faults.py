@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -26,7 +25,7 @@ from buttress.ratelimit import (
 )
 from buttress.testing import FakeClock
 
-from .._redis_server import PrivateRedis, private_server
+from .._redis_server import PrivateRedis
 from . import Recorder
 
 redis = pytest.importorskip("redis")
@@ -37,20 +36,6 @@ TIMEOUT = 0.2  # the store's timeout for connecting and for each command
 FAILURES = 3  # store_failures of every limiter here
 COOLDOWN = 5.0  # store_cooldown, on the fake clock
 HIT_BOUND = 1.0  # the most wall time one decision may take, whatever the store does
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    yield from private_server(tmp_path)
-
-
-@pytest.fixture
-async def stores() -> AsyncIterator[list[Any]]:
-    """The stores a test makes; closed at teardown (in the test's event loop), failed or not."""
-    made: list[Any] = []
-    yield made
-    for store in made:
-        await store.aclose()
 
 
 def make_store(server: PrivateRedis, stores: list[Any]) -> Any:

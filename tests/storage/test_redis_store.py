@@ -34,6 +34,8 @@ from buttress.ratelimit._algorithms import ALGORITHMS, State, decide, expires_at
 from buttress.storage import MemoryStorage, Storage, storage_from_url
 from buttress.storage.redis import RedisStorage
 
+from .._redis_server import private_server
+
 SHORT = {
     "fixed-window": "fw",
     "sliding-window": "swl",
@@ -153,32 +155,13 @@ def silent_server() -> Iterator[int]:
 @pytest.fixture(scope="module")
 def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A redis-server of our own on a unix socket (no TCP port): its statistics are ours alone."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    directory = tmp_path_factory.mktemp("redis")
-    path = directory / "redis.sock"
-    command = [binary, "--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700"]
-    command += ["--save", "", "--appendonly", "no", "--dir", str(directory)]
-    process = subprocess.Popen(  # noqa: S603 - our own arguments
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    servers = private_server(tmp_path_factory.mktemp("redis"), unix=True)
+    private = next(servers)
+    assert private.socket is not None
     try:
-        client = redis.Redis(unix_socket_path=str(path), socket_timeout=1.0)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        client.close()
-        yield path
+        yield private.socket
     finally:
-        process.terminate()
-        process.wait(10)
+        servers.close()  # stops it
 
 
 # -- conformance with the memory store -----------------------------------------------------------
@@ -1101,48 +1084,21 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
     """A private redis-server speaking TLS only, with a self-signed certificate: (URL, CA)."""
     from tests.conftest import _unavailable  # noqa: PLC0415 - skip or fail, as for services
 
-    openssl, server = shutil.which("openssl"), shutil.which("redis-server")
-    if openssl is None or server is None:
-        _unavailable("the TLS test needs openssl and redis-server")
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        _unavailable("the TLS test needs openssl to make a certificate")
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
     request = [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key)]
     request += ["-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"]
     request += ["-addext", "subjectAltName=IP:127.0.0.1"]
-    subprocess.run(  # noqa: S603 - our own arguments
-        request,
-        check=True,
-        capture_output=True,
-    )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [server, "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert)]
-    command += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(cert)]
-    command += ["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"]
-    command += ["--bind", "127.0.0.1", "--dir", str(directory)]
-    process = subprocess.Popen(  # noqa: S603 - our own arguments
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"rediss://127.0.0.1:{port}/0"
+    subprocess.run(request, check=True, capture_output=True)  # noqa: S603 - our own arguments
+    servers = private_server(directory, tls=(cert, key))
+    private = next(servers)
     try:
-        client = redis.Redis.from_url(url, ssl_ca_certs=str(cert), socket_timeout=1.0)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if process.poll() is not None:
-                    _unavailable("this redis-server cannot serve TLS")
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-        yield url, cert
+        yield private.url, cert
     finally:
-        process.terminate()
-        process.wait(10)
+        servers.close()  # stops it
 
 
 class TestTls:

@@ -993,13 +993,11 @@ class Guard:
 def _breaker_store(storage: object) -> BreakerStorage:
     """The store of a shared breaker, from a store or a URL."""
     # Imported here: storage sits below the breaker, and a URL may need the redis extra.
-    from buttress.storage import BreakerStorage, storage_from_url  # noqa: PLC0415
+    from buttress.storage import BreakerStorage  # noqa: PLC0415
+    from buttress.storage._url import resolve_storage  # noqa: PLC0415
 
-    if isinstance(storage, str):
-        storage = storage_from_url(storage)
-    if not isinstance(storage, BreakerStorage):
-        raise TypeError(
-            "storage must be a store that keeps shared breaker state (a RedisStorage or a "
-            f"redis:// URL), got {type(storage).__name__}"
-        )
-    return storage
+    return resolve_storage(
+        storage,
+        BreakerStorage,  # type: ignore[type-abstract]  # a Protocol, checked at run time
+        "a store that keeps shared breaker state (a RedisStorage or a redis:// URL)",
+    )

@@ -131,7 +131,6 @@ class SharedState:
         self.open_until = -math.inf  # on this process's clock
         self.recheck_at = -math.inf  # HALF_OPEN refused / FORCED_OPEN: ask again from then
         self.last_sync = -math.inf
-        self.reply: BreakerReply | None = None
         # Outcomes not yet written: successes, failures, slow successes, slow failures, failures
         # since the last success, whether there was a success.
         self._pending = [0, 0, 0, 0, 0, 0]
@@ -270,7 +269,6 @@ class SharedState:
             self.known = True
             self.state = new
             self.generation = reply.generation
-            self.reply = reply
             self.open_until = now + reply.open_for if new is OPEN else -math.inf
             if new is FORCED_OPEN:
                 self.recheck_at = now + self.sync_interval

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Union, cast
 
 from buttress._clock import Clock, system_clock
@@ -25,7 +25,8 @@ from buttress._events import Listener
 from buttress._types import Duration, check_int
 from buttress.ratelimit import ALGORITHMS, Algorithm, Decision, Limiter, Rate, parse_rates
 from buttress.ratelimit._limiter import OnStoreError
-from buttress.storage import Storage, storage_from_url
+from buttress.storage import Storage
+from buttress.storage._url import resolve_storage
 
 __all__ = [
     "DEFAULT_ERROR",
@@ -204,10 +205,6 @@ class LimitSpec:
     error_message: str | None = None
     key_func: Callable[[], str] | None = None
 
-    _parsed: dict[str, tuple[Rate, ...]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-
     def __post_init__(self) -> None:
         if not callable(self.value):
             _rates(self.value, "limit")  # a bad limit fails at declaration, not per request
@@ -252,19 +249,11 @@ class LimitSpec:
     def rates(self, method: str) -> tuple[Rate, ...]:
         """This spec's rates for a request, scoped (a dynamic value is read now).
 
-        Fixed limits are parsed once per method and kept.
+        The integrations keep the rates of fixed limits per route, so this runs once for those.
         """
-        dynamic = callable(self.value)
-        if not dynamic:
-            found = self._parsed.get(method)
-            if found is not None:
-                return found
         value = self.value() if callable(self.value) else self.value
         scope = f"{self.scope}|{method.upper()}" if self.per_method else self.scope
-        rates = tuple(rate.scoped(escape_key(scope)) for rate in _rates(value, "limit"))
-        if not dynamic and len(self._parsed) < 64:  # (methods are few; never grow unbounded)
-            self._parsed[method] = rates
-        return rates
+        return tuple(rate.scoped(escape_key(scope)) for rate in _rates(value, "limit"))
 
     def request_cost(self) -> int:
         """The cost of the current request."""
@@ -309,13 +298,11 @@ class Engine:
         if strategy not in ALGORITHMS:
             raise ValueError(f"strategy must be one of {', '.join(ALGORITHMS)}, got {strategy!r}")
         # Resolve the store once: every limiter shares it (and its connections).
-        if isinstance(storage, str):
-            storage = storage_from_url(storage)
-        if not isinstance(storage, Storage):
-            raise TypeError(
-                f"storage must be a store or a storage URL, got {type(storage).__name__}"
-            )
-        self.storage: Storage = storage
+        self.storage: Storage = resolve_storage(
+            storage,
+            Storage,  # type: ignore[type-abstract]  # a Protocol, checked at run time
+            "a store or a storage URL",
+        )
         self.strategy = cast("Algorithm", strategy)
         self.on_store_error: OnStoreError = on_store_error
         self.name = name

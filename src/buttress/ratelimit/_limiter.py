@@ -55,16 +55,14 @@ T = TypeVar("T")
 def _resolve_storage(storage: object) -> Storage:
     # Imported here: the stores import this package's pure modules, so a top-level import would
     # be circular.
-    from buttress.storage import Storage, storage_from_url  # noqa: PLC0415
+    from buttress.storage import Storage  # noqa: PLC0415
+    from buttress.storage._url import resolve_storage  # noqa: PLC0415
 
-    if isinstance(storage, str):
-        return storage_from_url(storage)
-    if isinstance(storage, type) or not isinstance(storage, Storage):
-        raise TypeError(
-            "storage must be a URL such as 'memory://' or 'redis://127.0.0.1:6379/0', or a "
-            f"store object, got {type(storage).__name__}"
-        )
-    return storage
+    return resolve_storage(
+        storage,
+        Storage,  # type: ignore[type-abstract]  # a Protocol, checked at run time
+        "a URL such as 'memory://' or 'redis://127.0.0.1:6379/0', or a store object",
+    )
 
 
 def _memory_store(clock: Clock) -> Storage:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from buttress._errors import ConfigurationError
 from buttress.storage._base import Storage
 from buttress.storage.memory import MemoryStorage
 
-__all__ = ["storage_from_url"]
+__all__ = ["resolve_storage", "storage_from_url"]
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+unix")
+
+S = TypeVar("S")
 
 
 def storage_from_url(url: str, **options: Any) -> Storage:
@@ -39,3 +41,23 @@ def storage_from_url(url: str, **options: Any) -> Storage:
         f"unsupported storage URL {url!r}: the scheme must be one of memory, "
         f"{', '.join(_REDIS_SCHEMES)}"
     )
+
+
+def resolve_storage(storage: object, kind: type[S], what: str) -> S:
+    """The store a policy was given: a store object, or a URL for :func:`storage_from_url`.
+
+    Args:
+        storage: What the user passed as ``storage``.
+        kind: The protocol the store must implement (``Storage``, ``BreakerStorage``).
+        what: What a good value is, for the error message (``"a store or a storage URL"``).
+
+    Raises:
+        TypeError: For anything else (a store class instead of an instance included), naming
+            ``storage``.
+        ConfigurationError: For a URL with an unknown scheme.
+    """
+    if isinstance(storage, str):
+        storage = storage_from_url(storage)
+    if isinstance(storage, type) or not isinstance(storage, kind):
+        raise TypeError(f"storage must be {what}, got {type(storage).__name__}")
+    return storage
