@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks {retry,ratelimit,breaker,breaker-redis,web} [options]``.
+"""Command line: ``python -m benchmarks NAME [options]``, NAME one of the subcommands below.
 
 Each benchmark takes ``--rounds N``, ``--quick`` and ``--json PATH`` (``--help`` lists the rest).
 """
@@ -9,7 +9,7 @@ import argparse
 import sys
 
 try:
-    from benchmarks import breaker, breaker_redis, ratelimit, retry, web
+    from benchmarks import adaptive, breaker, breaker_redis, ratelimit, retry, web
 except ImportError as error:
     sys.exit(
         f"python -m benchmarks cannot import {error.name!r}: it needs buttress and the peer"
@@ -51,7 +51,15 @@ def main(argv: list[str] | None = None) -> int:
             help="Flask under gunicorn and FastAPI under uvicorn with wrk: limiter / no limiter",
         )
     )
+    adaptive.add_arguments(
+        commands.add_parser(
+            "adaptive",
+            help="adaptive concurrency limits against fixed ones: a simulated load step",
+        )
+    )
     args = parser.parse_args(argv)
+    if args.benchmark == "adaptive":
+        return adaptive.run(args)
     if args.benchmark == "web":
         return web.run(args)
     if args.benchmark == "breaker-redis":

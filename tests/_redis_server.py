@@ -2,8 +2,10 @@
 frozen and started again mid-test (never the shared server of ``conftest.py``).
 
 ``tests/conftest.py`` loads this module as a pytest plugin, so every test can ask for its
-fixtures: ``server`` (a started :class:`PrivateRedis`, killed at teardown) and ``stores`` (a
-list where a test puts the stores it makes, closed at teardown in the test's event loop).
+fixtures: ``server`` (a started :class:`PrivateRedis`, killed at teardown), ``stores`` (a
+list where a test puts the stores it makes, closed at teardown in the test's event loop) and
+``redis_cluster`` (a private Redis Cluster of three masters for the whole session, see
+:class:`PrivateCluster`).
 
 ``redis`` is imported lazily, so that a module importing this one can first skip itself with
 ``pytest.importorskip("redis")``.
@@ -19,11 +21,19 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
-__all__ = ["PrivateRedis", "free_port", "private_server", "server", "stores"]
+__all__ = [
+    "PrivateCluster",
+    "PrivateRedis",
+    "free_port",
+    "private_server",
+    "redis_cluster",
+    "server",
+    "stores",
+]
 
 
 def free_port() -> int:
@@ -138,6 +148,121 @@ class PrivateRedis:
         return redis.Redis(host="127.0.0.1", port=self.port, **options)
 
 
+class PrivateCluster:
+    """A Redis Cluster of ``size`` masters (no replicas) of this test run's own, on loopback.
+
+    Each node is a ``redis-server --cluster-enabled yes`` on a free port (its cluster bus on
+    another), its files in ``directory``; :meth:`start` joins them with
+    ``redis-cli --cluster create`` and waits until every node reports ``cluster_state:ok`` and
+    agrees on the slot map.
+    """
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        self.directory = directory
+        self.ports = [free_port() for _ in range(size)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def start(self) -> None:
+        """Start the nodes, make them one cluster, wait until it serves every slot."""
+        for port in self.ports:
+            home = self.directory / str(port)
+            home.mkdir()
+            arguments = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(home)]
+            arguments += ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+            arguments += ["--cluster-config-file", str(home / "nodes.conf")]
+            arguments += ["--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+            self.processes.append(
+                subprocess.Popen(  # noqa: S603 - a fixed command line of our own
+                    ["redis-server", *arguments],  # noqa: S607 - on PATH, checked by the fixture
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port in self.ports:
+            self._wait(lambda client: bool(client.ping()), port, "answer PING")
+        subprocess.run(  # noqa: S603 - a fixed command line of our own
+            [  # noqa: S607 - on PATH, checked by the fixture
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        for port in self.ports:
+            self._wait(self._ready, port, "report cluster_state:ok")
+
+    def _ready(self, client: Any) -> bool:
+        info = client.execute_command("CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        served = sum(int(entry[1]) - int(entry[0]) + 1 for entry in self.slots(client))
+        return "cluster_state:ok" in text and served == 16384
+
+    @staticmethod
+    def slots(client: Any) -> list[Any]:
+        """``CLUSTER SLOTS`` as the node of ``client`` sees it."""
+        return list(client.execute_command("CLUSTER", "SLOTS"))
+
+    def _wait(self, check: Any, port: int, what: str) -> None:
+        import redis  # noqa: PLC0415 - the redis extra is optional
+
+        client = self.client(port)
+        deadline = time.monotonic() + 30
+        try:
+            while True:
+                try:
+                    if check(client):
+                        return
+                except redis.RedisError:
+                    pass
+                if any(p.poll() is not None for p in self.processes):
+                    raise RuntimeError("a redis-server of the cluster exited")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"node 127.0.0.1:{port} did not {what} within 30 s")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def client(self, port: int) -> Any:
+        """A plain (not cluster) client of one node (the caller closes it)."""
+        import redis  # noqa: PLC0415 - the redis extra is optional
+
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5, socket_connect_timeout=5)
+
+    def node_of(self, key: str) -> int:
+        """The port of the master that serves ``key``'s hash slot."""
+        from redis.crc import key_slot  # noqa: PLC0415 - the redis extra is optional
+
+        slot = key_slot(key.encode())
+        client = self.client(self.ports[0])
+        try:
+            for start, end, master, *_ in self.slots(client):
+                if int(start) <= slot <= int(end):
+                    return int(master[1])
+        finally:
+            client.close()
+        raise LookupError(f"no master serves slot {slot}")
+
+    def stop(self) -> None:
+        """Kill every node."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)  # in case a test left it frozen
+                process.kill()
+        for process in self.processes:
+            process.wait(timeout=10)
+        self.processes = []
+
+
 def private_server(directory: Path, **options: Any) -> Generator[PrivateRedis, None, None]:
     """The body of a ``server`` fixture: a started :class:`PrivateRedis`, killed at teardown.
 
@@ -173,3 +298,37 @@ async def stores() -> AsyncIterator[list[Any]]:
     yield made
     for store in made:
         await store.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateCluster]:
+    """A private Redis Cluster of three masters for the whole session, killed at its end.
+
+    Skips the test when the cluster cannot be started (``redis-server`` or ``redis-cli``
+    missing, or the nodes never agree); fails it instead when ``BUTTRESS_REQUIRE_SERVICES=1``.
+    """
+    require = os.environ.get("BUTTRESS_REQUIRE_SERVICES") == "1"
+
+    def unavailable(reason: str) -> NoReturn:
+        if require:
+            pytest.fail(f"{reason} (BUTTRESS_REQUIRE_SERVICES=1 requires it)", pytrace=False)
+        pytest.skip(reason)
+
+    try:
+        import redis  # noqa: F401, PLC0415 - the redis extra is optional
+    except ImportError:
+        unavailable("the redis package is not installed (pip install 'buttress[redis]')")
+    missing = [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
+    if missing:
+        unavailable(f"{' and '.join(missing)} not installed: the cluster tests start their own")
+    cluster = PrivateCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        cluster.stop()
+        detail = getattr(error, "stderr", None) or b""
+        unavailable(f"could not start a private Redis Cluster: {error} {detail!r}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

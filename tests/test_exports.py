@@ -15,6 +15,7 @@ FRONTS = [
     "buttress.ratelimit",
     "buttress.storage",
     "buttress.breaker",
+    "buttress.adaptive",
 ]
 
 

@@ -30,6 +30,19 @@ from buttress._events import (
     remove_listener,
 )
 from buttress._version import __version__
+from buttress.adaptive import (
+    AIMD,
+    AdaptiveConcurrency,
+    AdaptiveEvent,
+    AdaptiveLimitChanged,
+    AdaptivePermit,
+    AdaptiveRejected,
+    AdaptiveStats,
+    Gradient2,
+    LimitAlgorithm,
+    Vegas,
+    Windowed,
+)
 from buttress.breaker import (
     BreakerCall,
     BreakerEvent,
@@ -86,7 +99,14 @@ from buttress.storage import MemoryStorage, Storage, storage_from_url
 _logging.getLogger("buttress").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "AIMD",
     "ALGORITHMS",
+    "AdaptiveConcurrency",
+    "AdaptiveEvent",
+    "AdaptiveLimitChanged",
+    "AdaptivePermit",
+    "AdaptiveRejected",
+    "AdaptiveStats",
     "Algorithm",
     "Attempt",
     "Attempts",
@@ -107,8 +127,10 @@ __all__ = [
     "ConfigurationError",
     "Decision",
     "Event",
+    "Gradient2",
     "Guard",
     "Jitter",
+    "LimitAlgorithm",
     "Limiter",
     "LimiterEvent",
     "Listener",
@@ -138,6 +160,7 @@ __all__ = [
     "Subscription",
     "SystemClock",
     "Timeout",
+    "Vegas",
     "Wait",
     "WaitExponential",
     "WaitFixed",
@@ -145,6 +168,7 @@ __all__ = [
     "WaitRandom",
     "WaitSum",
     "WindowType",
+    "Windowed",
     "__version__",
     "add_listener",
     "breaker_registry",

@@ -28,7 +28,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from buttress import ConfigurationError
-from buttress.contrib._web import escape_key
+from buttress.contrib._web import Engine, escape_key
 from buttress.contrib.asgi import RateLimiter, RateLimitMiddleware
 from buttress.contrib.fastapi import RateLimit, RateLimitExceeded, rate_limit_exceeded_handler
 from buttress.ratelimit import Rate
@@ -98,6 +98,41 @@ async def handshake(app: Any, extensions: dict[str, Any] | None, path: str = "/w
         scope["extensions"] = extensions
     await asyncio.wait_for(app(scope, inbox.get, send), 5)
     return sent
+
+
+def spy_decisions(
+    monkeypatch: pytest.MonkeyPatch, engine: Engine
+) -> list[tuple[str, tuple[Rate, ...], int]]:
+    """Record every decision made by the engine's limiters, as (key, rates, cost).
+
+    The middleware keeps a route's limiter and calls it (synchronously, on a memory store);
+    the dependency goes through ``engine.adecide``: both reach the limiters made here.
+    """
+    calls: list[tuple[str, tuple[Rate, ...], int]] = []
+    make = engine.limiter
+    spied: set[int] = set()
+
+    def limiter(rates: tuple[Rate, ...]) -> Any:
+        found = make(rates)
+        if id(found) not in spied:
+            spied.add(id(found))
+            hit, ahit = found.hit, found.ahit
+
+            def spy_hit(key: str, cost: int = 1) -> Any:
+                calls.append((key, found.rates, cost))
+                return hit(key, cost)
+
+            async def spy_ahit(key: str, cost: int = 1) -> Any:
+                if found._direct is None:  # a memory limiter's ahit calls hit: counted there
+                    calls.append((key, found.rates, cost))
+                return await ahit(key, cost)
+
+            monkeypatch.setattr(found, "hit", spy_hit)
+            monkeypatch.setattr(found, "ahit", spy_ahit)
+        return found
+
+    monkeypatch.setattr(engine, "limiter", limiter)
+    return calls
 
 
 async def statuses(app: Any, paths: list[str], **request: Any) -> list[int]:
@@ -209,15 +244,7 @@ class TestApplicationLimits:
         app = middleware(
             application_limits="5/minute", routes={"/a": "1/minute"}, default_limits="9/minute"
         )
-        engine = app.limiter.engine
-        calls: list[tuple[str, tuple[Rate, ...], int]] = []
-        decide = engine.adecide
-
-        async def spy(key: str, rates: tuple[Rate, ...], cost: int = 1) -> Any:
-            calls.append((key, rates, cost))
-            return await decide(key, rates, cost)
-
-        monkeypatch.setattr(engine, "adecide", spy)
+        calls = spy_decisions(monkeypatch, app.limiter.engine)
         assert await statuses(app, ["/a", "/b"]) == [200, 200]
         assert [len(rates) for _, rates, _ in calls] == [2, 2]
         assert [rate.scope for rate in calls[0][1]] == ["route|/a", "global"]
@@ -795,14 +822,7 @@ class TestFastAPI:
         limiter = self.limiter(default_limits="10/minute", exempt=["/raw"])
         app = self.app_with_dependency(limiter, handler=True)
         app.add_middleware(RateLimitMiddleware, limiter=limiter)
-        calls: list[tuple[Rate, ...]] = []
-        decide = limiter.engine.adecide
-
-        async def spy(key: str, rates: tuple[Rate, ...], cost: int = 1) -> Any:
-            calls.append(rates)
-            return await decide(key, rates, cost)
-
-        monkeypatch.setattr(limiter.engine, "adecide", spy)
+        calls = spy_decisions(monkeypatch, limiter.engine)
         async with client(app) as http:
             response = await http.post("/login")
             assert response.headers.get_list("RateLimit-Limit") == ["2"]  # the dependency's

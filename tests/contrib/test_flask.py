@@ -94,8 +94,7 @@ def chapter_app(**storage: Any) -> tuple[Flask, Limiter]:
 
 def engine_of(app: Flask, limiter: Limiter) -> Any:
     """The engine a limiter decides with for ``app``."""
-    with app.test_request_context():
-        state = limiter._state()
+    state = app.extensions["buttress.flask"].get(limiter)
     assert state is not None
     return state.engine
 
@@ -198,6 +197,44 @@ class TestHeaders:
         assert response.headers["RateLimit-Limit"] == "5"
         assert response.headers["RateLimit-Remaining"] == "4"
         assert response.headers["RateLimit-Policy"] == "5;w=3600, 100;w=60"
+
+    def test_a_streamed_response_has_them(self, store):
+        app = new_app()
+        limiter = Limiter(get_remote_address, app=app, storage=store)
+
+        @app.route("/stream")
+        @limiter.limit("3/minute")
+        def stream() -> Any:
+            return app.response_class((part for part in ("a", "b")), mimetype="text/plain")
+
+        response = get(app, "/stream")
+        assert response.get_data(as_text=True) == "ab"
+        assert response.headers["RateLimit-Remaining"] == "2"
+
+    def test_middleware_added_after_the_limiter_keeps_them(self, store):
+        from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: PLC0415
+
+        app = new_app()
+        Limiter(get_remote_address, app=app, storage=store, default_limits="2/minute")
+        routes(app, "a")
+        app.wsgi_app = ProxyFix(app.wsgi_app)  # type: ignore[method-assign]
+        spoofed = {"X-Forwarded-For": OTHER}  # ProxyFix trusts it: the key is OTHER's
+        assert statuses(app, "/a", 3, headers=spoofed) == [200, 200, 429]
+        response = get(app, "/a", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert response.status_code == 200
+        assert response.headers["RateLimit-Remaining"] == "1"
+        assert [name for name, _ in response.headers].count("RateLimit-Limit") == 1
+
+    def test_two_limiters_on_one_app_each_send_theirs_once(self, store):
+        app = new_app()
+        Limiter(get_remote_address, app=app, storage=store, default_limits="5/minute")
+        Limiter(get_remote_address, app=app, storage=store, default_limits="3/minute")
+        routes(app, "a")
+        response = get(app, "/a")
+        names = [name for name, _ in response.headers]
+        assert names.count("RateLimit-Limit") == 1
+        assert response.headers["RateLimit-Limit"] in ("5", "3")
+        assert statuses(app, "/a", 3) == [200, 200, 429]
 
 
 class TestRejection:
@@ -1196,8 +1233,8 @@ class TestFixedPlans:
         assert [
             (n, v) for n, v in response.headers if n not in ("Content-Type", "Content-Length")
         ] == [
-            ("RateLimit-Limit", "5"),
             ("X-A", "1"),
+            ("RateLimit-Limit", "5"),
             ("RateLimit-Remaining", "4"),
             ("RateLimit-Reset", "60"),
             ("RateLimit-Policy", "5;w=60"),

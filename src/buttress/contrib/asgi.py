@@ -54,7 +54,7 @@ from buttress.contrib._web import (
     rate_limit_policy,
     rejection_body,
 )
-from buttress.ratelimit import Decision, OnStoreError, Rate
+from buttress.ratelimit import Decision, Limiter, OnStoreError, Rate
 from buttress.storage import Storage
 
 __all__ = [
@@ -157,13 +157,15 @@ class _Plan:
     request.
     """
 
-    __slots__ = ("application", "limits", "policy", "rates")
+    __slots__ = ("application", "limiter", "limits", "policy", "rates")
 
     def __init__(self, limits: _Limits | None, application: _Limits | None) -> None:
         self.limits = limits
         self.application = application
         self.rates: tuple[Rate, ...] | None = None  # None: read per request
         self.policy = b""
+        # The engine's limiter of ``rates``, found on the first request (fixed rates only).
+        self.limiter: Limiter | None = None
         if all(part is None or part.dynamic is None for part in (limits, application)):
             self.rates = (limits.rates if limits else ()) + (
                 application.rates if application else ()
@@ -465,6 +467,13 @@ class RateLimiter:
             return None
         return plan, rates, key, cost
 
+    def _limiter(self, plan: _Plan, rates: tuple[Rate, ...]) -> Limiter:
+        """The engine's limiter of ``rates``, kept on ``plan`` when they are its fixed rates."""
+        found = self.engine.limiter(rates)
+        if rates is plan.rates:
+            plan.limiter = found
+        return found
+
     async def check(self, scope: Scope) -> tuple[Decision, tuple[Rate, ...]] | None:
         """Decide a request against every limit applying to it, in one call, all or nothing.
 
@@ -582,7 +591,13 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         plan, rates, key, cost = prepared
-        decision = await limiter.engine.adecide(key, rates, cost)
+        deciding = plan.limiter if rates is plan.rates else None
+        if deciding is None:
+            deciding = limiter._limiter(plan, rates)  # noqa: SLF001
+        if deciding._direct is not None:  # noqa: SLF001 - memory: answered at once, no await
+            decision = deciding.hit(key, cost)
+        else:
+            decision = await deciding.ahit(key, cost)
         if not decision.allowed:
             rejected = _encode(limiter.response_headers(decision, rates))
             if kind == "http":

@@ -39,10 +39,9 @@ import ipaddress
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union, cast, get_args
+from typing import TYPE_CHECKING, Any, TypeVar, Union, cast, get_args
 
 from flask import Blueprint, Flask, Request, Response, current_app, request
-from werkzeug.datastructures import Headers
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.local import LocalProxy
 
@@ -58,12 +57,16 @@ from buttress.contrib._web import (
     escape_key,
     parse_networks,
     rate_limit_headers,
+    rate_limit_policy,
     rejection_body,
 )
 from buttress.ratelimit import ALGORITHMS, Decision, Rate
 from buttress.ratelimit import Limiter as RateLimiter
 from buttress.ratelimit._limiter import OnStoreError
 from buttress.storage import Storage, storage_from_url
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["Limiter", "RateLimitExceeded", "get_remote_address", "remote_address"]
 
@@ -85,17 +88,16 @@ _KEYS_KEPT = 4096  # clients whose escaped keys are kept (all are forgotten beyo
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
-# The objects behind Flask's ``request`` and ``current_app`` proxies (werkzeug's documented way
-# to unwrap a proxy). Every attribute read through a proxy looks the object up again (about a
-# microsecond each): the hooks below, run on every request, look it up once and read the object.
+# The object behind Flask's ``request`` proxy (werkzeug's documented way to unwrap a proxy).
+# Every attribute read through a proxy looks the object up again (about a microsecond each): the
+# hook below, run on every request, looks it up once and reads the object.
 _current_request = cast("LocalProxy[Request]", request)._get_current_object  # noqa: SLF001
-_current_app = cast("LocalProxy[Flask]", current_app)._get_current_object  # noqa: SLF001
 
 
 def _header_names() -> frozenset[str]:
     """Every header name :func:`rate_limit_headers` can send (a rejection's, either style).
 
-    In lower case, for :func:`_set_headers` to see whether a response has one already.
+    In lower case, for :func:`_with_headers` to see whether a response has one already.
     """
     rejected = Decision(False, 1, 0, 1.0, 1.0, Rate(1, 1))
     return frozenset(
@@ -212,6 +214,7 @@ class _Fixed:
     key_func: KeyFunc
     cost: int
     rates: tuple[Rate, ...]  # every rate, once each, in the specs' order
+    policy: str  # their RateLimit-Policy header
     limiter: RateLimiter  # the engine's limiter deciding ``rates`` together
     messages: dict[Rate, str]  # a rate's error message, when its spec has one
 
@@ -249,9 +252,9 @@ _Outcome = tuple[Decision, tuple[Rate, ...], Union[str, None]]  # noqa: UP007
 """A request's decision (the binding limit's), every rate decided, and the binding limit's
 error message."""
 
-_Decided = tuple[Decision, tuple[Rate, ...], _AppState]
-"""What the request's environ keeps for the ``after_request`` hook: the decision, every rate
-decided, and the app's state (its header settings)."""
+_Decided = tuple[Decision, str, _AppState]
+"""What the request's environ keeps for the headers: the decision, the ``RateLimit-Policy`` of
+every rate decided, and the app's state (its header settings)."""
 
 
 def _strategy(value: object) -> str:
@@ -519,8 +522,17 @@ class Limiter:
         )
         registry: dict[Limiter, _AppState] = app.extensions.setdefault(_EXTENSION, {})
         if self not in registry:
-            app.before_request(self._check_request)
-            app.after_request(self._add_headers)
+            check = self._check_request
+
+            def check_request() -> None:
+                check(registry)
+
+            app.before_request(check_request)
+            # The headers go on in the WSGI layer, as the response starts: a list of tuples
+            # appended to, not a werkzeug ``Headers`` that validates each value and is copied
+            # again on the way out (about 4 µs a request), and every response gets them, an
+            # error handler's 429 included.
+            app.wsgi_app = _HeaderWriter(app.wsgi_app, self._environ_key)  # type: ignore[method-assign]
         registry[self] = state
 
     # -- declarations ---------------------------------------------------------------------------
@@ -671,18 +683,17 @@ class Limiter:
 
     # -- requests -------------------------------------------------------------------------------
     #
-    # These run on every request: they read Flask's objects through ``_current_request()`` and
-    # ``_current_app()`` once each, and the work that does not depend on the request is done once
-    # per endpoint and method, in the plan.
+    # This runs on every request: it reads Flask's request through ``_current_request()`` once,
+    # finds the app's state in the registry its hook was made with, and the work that does not
+    # depend on the request is done once per endpoint and method, in the plan.
 
-    def _state(self) -> _AppState | None:
-        registry: dict[Limiter, _AppState] = _current_app().extensions.get(_EXTENSION, {})
-        return registry.get(self)
+    def _check_request(self, registry: dict[Limiter, _AppState]) -> None:
+        """Decide the request before its view runs (a ``before_request`` hook).
 
-    def _check_request(self) -> None:
-        """Decide the request before its view runs (a ``before_request`` hook)."""
+        ``registry`` holds the limiters of the app the hook was registered on.
+        """
         current = _current_request()
-        state = self._state()
+        state = registry.get(self)
         endpoint = current.endpoint
         if state is None or not state.enabled or endpoint is None:
             return  # no route: a 404 (or 405) is not counted, as in Flask-Limiter
@@ -691,31 +702,34 @@ class Limiter:
         if self._filters and any(function() for function in self._filters):
             return
         method = current.method
-        plan = self._plan(state, endpoint, method)
+        if state.version != self._version:  # a declaration since: the plans are made again
+            state.plans = {}
+            state.version = self._version
+        plan = state.plans.get((endpoint, method))
+        if plan is None:
+            plan = state.plans[endpoint, method] = self._make_plan(state, endpoint, method)
         fixed = plan.fixed
         if fixed is not None:  # the usual case: one call to one limiter
-            decision = fixed.limiter.hit(self._key(fixed.key_func), fixed.cost)
-            rates = fixed.rates
+            key_func = fixed.key_func
+            # The chapter's key function, read here without looking the request up again.
+            value = (
+                current.remote_addr or "127.0.0.1" if key_func is get_remote_address else key_func()
+            )
+            key = self._keys.get(value) if type(value) is str else None
+            decision = fixed.limiter.hit(key or self._key_of(key_func, value), fixed.cost)
+            policy = fixed.policy
             message = fixed.messages.get(decision.rate) if fixed.messages else None
         else:
             outcome = self._decide(state, plan.specs, method) if plan.specs else None
             if outcome is None:
                 return
             decision, rates, message = outcome
-        current.environ[self._environ_key] = (decision, rates, state)
+            policy = rate_limit_policy(rates)
+        current.environ[self._environ_key] = (decision, policy, state)
         if not decision.allowed:
             body, content_type = rejection_body(decision, current.headers.get("Accept"), message)
             response = Response(body, status=429, content_type=content_type)
             raise RateLimitExceeded(decision, message, response)
-
-    def _plan(self, state: _AppState, endpoint: str, method: str) -> _Plan:
-        if state.version != self._version:
-            state.plans = {}
-            state.version = self._version
-        plan = state.plans.get((endpoint, method))
-        if plan is None:
-            plan = state.plans[endpoint, method] = self._make_plan(state, endpoint, method)
-        return plan
 
     def _make_plan(self, state: _AppState, endpoint: str, method: str) -> _Plan:
         specs = self._resolve(state, endpoint, method)
@@ -757,6 +771,7 @@ class Limiter:
             key_func=key_func,
             cost=cost,
             rates=rates,
+            policy=rate_limit_policy(rates),
             limiter=state.engine.limiter(rates),
             messages={rate: text for rate, text in messages.items() if text is not None},
         )
@@ -791,7 +806,11 @@ class Limiter:
         return (*application, *chosen)
 
     def _key(self, function: KeyFunc) -> str:
-        value = function()
+        """The store key of the client ``function`` names."""
+        return self._key_of(function, function())
+
+    def _key_of(self, function: KeyFunc, value: object) -> str:
+        """The store key of the client ``function`` named by returning ``value``."""
         if not isinstance(value, str) or not value:
             raise TypeError(
                 f"the key function {function!r} must return a non-empty str, got {value!r}"
@@ -843,25 +862,44 @@ class Limiter:
             return None
         return binding, tuple(dict.fromkeys(decided)), messages.get(binding.rate)
 
-    def _add_headers(self, response: Response) -> Response:
-        """Describe the decision in the response's headers (an ``after_request`` hook)."""
-        decided: _Decided | None = _current_request().environ.get(self._environ_key)
-        if decided is None:
-            return response
-        decision, rates, state = decided
-        headers = rate_limit_headers(decision, rates, legacy=state.legacy_headers)
-        if not state.headers_enabled:
-            headers = [(name, value) for name, value in headers if name == "Retry-After"]
-        _set_headers(response.headers, headers)
-        return response
+
+class _HeaderWriter:
+    """WSGI middleware adding a limiter's ``RateLimit-*`` headers as the response starts.
+
+    The request's decision is in its environ (put there by the ``before_request`` hook); a
+    response without one (an unlimited route, a 404) is passed on untouched. Headers of those
+    names the response already has are replaced.
+    """
+
+    __slots__ = ("environ_key", "wsgi_app")
+
+    def __init__(self, wsgi_app: WSGIApplication, environ_key: str) -> None:
+        self.wsgi_app = wsgi_app
+        self.environ_key = environ_key
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        key = self.environ_key
+
+        def start(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
+            decided: _Decided | None = environ.get(key)
+            if decided is not None:
+                headers = _with_headers(headers, decided)
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start)
 
 
-def _set_headers(target: Headers, headers: list[tuple[str, str]]) -> None:
-    """Set ``headers`` on a response, replacing any it already has by those names."""
-    for name, _ in target:
-        if name.lower() in _HEADER_NAMES:  # one to replace: set each (a scan of the list each)
-            for ours, value in headers:
-                target[ours] = value
-            return
-    for ours, value in headers:
-        target.add(ours, value)  # none to replace: appended, as setting them would
+def _with_headers(headers: list[tuple[str, str]], decided: _Decided) -> list[tuple[str, str]]:
+    """``headers`` with those describing the decision, replacing any of the same names."""
+    decision, policy, state = decided
+    ours = rate_limit_headers(decision, (), legacy=state.legacy_headers, policy=policy)
+    if not state.headers_enabled:
+        ours = [(name, value) for name, value in ours if name == "Retry-After"]
+    for name, _ in headers:
+        if name.lower() in _HEADER_NAMES:  # one to replace: drop every one of those names
+            return [
+                (name, value) for name, value in headers if name.lower() not in _HEADER_NAMES
+            ] + ours
+    return headers + ours

@@ -6,6 +6,7 @@
     storage_from_url("redis://127.0.0.1:6379/0")
     storage_from_url("rediss://user:secret@redis.example:6380/0")     # TLS
     storage_from_url("unix:///run/redis/redis.sock?db=0")             # unix socket
+    storage_from_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7000")   # Redis Cluster
 
 The Redis store needs the ``redis`` extra (``pip install 'buttress[redis]'``).
 """

@@ -11,7 +11,7 @@ from buttress.storage.memory import MemoryStorage
 
 __all__ = ["resolve_storage", "storage_from_url"]
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+unix")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+unix", "redis+cluster", "rediss+cluster")
 
 S = TypeVar("S")
 
@@ -20,7 +20,9 @@ def storage_from_url(url: str, **options: Any) -> Storage:
     """Build a store from a URL.
 
     Args:
-        url: ``memory://``, ``redis://``, ``rediss://`` or ``unix://`` (see the module docstring).
+        url: ``memory://``, ``redis://``, ``rediss://``, ``unix://`` or, for a Redis Cluster,
+            ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` with TLS); see
+            the module docstring of :mod:`buttress.storage`.
         **options: Passed to the store's constructor (e.g. ``prefix=``, ``timeout=`` for Redis,
             ``clock=`` for memory).
 

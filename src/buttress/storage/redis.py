@@ -30,6 +30,13 @@ needed.
 Two rate tuples that share a rate share its state, here as in the memory store: ``10/second``
 on ``user:1`` is the same limit wherever it appears (a :class:`~buttress.ratelimit.Rate` with a
 ``scope`` is another rate: its key has ``:<scope>`` after the hash tag).
+
+On a Redis Cluster (a ``redis+cluster://`` URL, or redis-py's cluster clients) the store keeps
+the same design: its own connections, now one set per master, and each call sent straight to the
+master of its keys' hash slot (computed here, CRC16 of the hash tag) from a slot map read with
+``CLUSTER SLOTS``. ``MOVED`` corrects the map and the call is sent again; ``ASK`` is followed
+with ``ASKING``; a failed master is a ``StorageError`` at once and has the map read again before
+the next call (a failover). See :class:`_Cluster`.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import functools
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, cast
@@ -48,8 +56,11 @@ from typing import Any, cast
 import hiredis
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.retry import Retry
 
 from buttress._errors import ConfigurationError, StorageError
@@ -237,10 +248,12 @@ class _Connections:
     atomic: no lock. After ``fork`` the child makes its own.
     """
 
-    __slots__ = ("_free", "_pid", "_pool")
+    __slots__ = ("_free", "_overrides", "_pid", "_pool")
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, **overrides: Any) -> None:
         self._pool = pool
+        # Settings that replace the pool's (a cluster node's host and port).
+        self._overrides = {**overrides, "protocol": 2}
         self._free: list[_Link] = []
         self._pid = os.getpid()
 
@@ -252,7 +265,7 @@ class _Connections:
             return self._free.pop()
         except IndexError:
             pool = self._pool
-            return _Link(pool.connection_class(**{**pool.connection_kwargs, "protocol": 2}))
+            return _Link(pool.connection_class(**{**pool.connection_kwargs, **self._overrides}))
 
     def give(self, link: _Link) -> None:
         """Return a connection (connected and in step with the server, or closed)."""
@@ -415,6 +428,191 @@ class _AsyncLink:
         await self.connection.disconnect(nowait=True)
 
 
+_SLOTS = 16384  # the hash slots of a Redis Cluster
+_REDIRECTIONS = 5  # MOVED, ASK and TRYAGAIN answers followed for one call before giving up
+_TRYAGAIN_PAUSE = 0.01  # seconds before sending again after TRYAGAIN (a slot being migrated)
+_REFRESH_PAUSE = 0.1  # seconds at least between two readings of the slot map
+_ASKING = _pack(("ASKING",))
+_CLUSTER_SLOTS = _pack(("CLUSTER", "SLOTS"))
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+_Node = tuple[str, int]
+"""A cluster node's address: (host, port)."""
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class _Cluster:
+    """What the store knows of a Redis Cluster: the master of each hash slot, and its connections.
+
+    The slot map is learned from ``CLUSTER SLOTS`` (asked of the known masters, then of the seed
+    nodes, until one answers) before the first command and again when it is *stale*: after a
+    ``MOVED`` answer (whose slot is corrected at once) or a failed node (a failover may have
+    promoted another), at most once every ``_REFRESH_PAUSE`` seconds. The synchronous
+    connections are a :class:`_Connections` per master, made from the settings of ``pool``
+    (``None`` for a store with only an asyncio client) with the node's host and port.
+
+    Args:
+        seeds: Nodes to ask for the slot map when no known master answers.
+        pool: A redis-py connection pool whose connection class and settings the store's own
+            synchronous connections use, or ``None``.
+        remap: redis-py's ``address_remap`` of the client, if any: maps the address a node
+            announces to the address to connect to.
+    """
+
+    __slots__ = ("connections", "lock", "nodes", "pool", "refresh_at", "remap", "seeds", "slots")
+
+    def __init__(
+        self, seeds: list[_Node], pool: Any, remap: Callable[[_Node], _Node] | None
+    ) -> None:
+        self.remap = remap
+        self.nodes: dict[_Node, _Node] = {}  # each address once, so that equal nodes are one
+        self.seeds = [self.node(host, port) for host, port in seeds]
+        self.pool = pool
+        self.slots: list[_Node | None] = [None] * _SLOTS
+        self.refresh_at = 0.0  # the map is stale from this time (monotonic) on; inf: it is not
+        self.lock = threading.Lock()  # one synchronous reading of the map at a time
+        self.connections: dict[_Node, _Connections] = {}
+
+    @property
+    def stale(self) -> bool:
+        """Whether the map is to be read again (now)."""
+        return time.monotonic() >= self.refresh_at
+
+    def outdated(self) -> None:
+        """Mark the map as to be read again (not sooner than ``_REFRESH_PAUSE`` after the last)."""
+        if self.refresh_at == float("inf"):
+            self.refresh_at = time.monotonic()
+
+    def node(self, host: str, port: int) -> _Node:
+        """The node at an announced address (remapped as the client asks)."""
+        address = (host, port)
+        if self.remap is not None:
+            address = self.remap(address)
+        return self.nodes.setdefault(address, address)
+
+    def sync_connections(self, node: _Node) -> _Connections:
+        """The store's synchronous connections to ``node``."""
+        found = self.connections.get(node)
+        if found is None:
+            made = _Connections(self.pool, host=node[0], port=node[1])
+            found = self.connections.setdefault(node, made)  # atomic: one set per node
+        return found
+
+    def candidates(self) -> list[_Node]:
+        """Whom to ask for the slot map: the known masters, then the seeds."""
+        return list(dict.fromkeys([node for node in self.slots if node is not None] + self.seeds))
+
+    def learn(self, reply: Any, asked: _Node) -> None:
+        """Take the slot map from a ``CLUSTER SLOTS`` reply given by ``asked``."""
+        slots: list[_Node | None] = [None] * _SLOTS
+        for entry in reply:
+            start, end, master = int(entry[0]), int(entry[1]), entry[2]
+            host = _text(master[0])
+            if host in ("", "?"):  # the node does not know its own address: the one we used
+                host = asked[0]
+            node = self.node(host, int(master[1]))
+            slots[start : end + 1] = [node] * (end + 1 - start)
+        self.slots = slots
+        self.refresh_at = float("inf")
+
+    def began_refresh(self) -> None:
+        """A reading of the map starts: no other until ``_REFRESH_PAUSE`` later, if it fails."""
+        self.refresh_at = time.monotonic() + _REFRESH_PAUSE
+
+    def redirect(
+        self, reply: redis.ResponseError, slot: int, node: _Node
+    ) -> tuple[_Node, bool, bool] | None:
+        """Where an error reply sends the command: ``(node, asking, pause)``, or ``None``.
+
+        ``MOVED <slot> <host>:<port>``: the slot lives there now (the map is corrected);
+        ``ASK``: send ``ASKING`` and the command there, this once (a slot being migrated);
+        ``TRYAGAIN``: the same node, after a pause. Any other error is the caller's.
+        """
+        kind, _, rest = str(reply).partition(" ")
+        if kind == "TRYAGAIN":
+            return node, False, True
+        if kind not in ("MOVED", "ASK"):
+            if kind == "CLUSTERDOWN":
+                self.outdated()
+            return None
+        host, _, port = rest.partition(" ")[2].rpartition(":")
+        target = self.node(host or node[0], int(port))
+        if kind == "ASK":
+            return target, True, False
+        self.slots[slot] = target
+        self.outdated()  # other slots have probably moved too
+        return target, False, False
+
+    def close(self) -> None:
+        """Disconnect every idle synchronous connection."""
+        for connections in list(self.connections.values()):
+            connections.close()
+
+
+def _cluster_url(url: str) -> tuple[str, list[_Node]]:
+    """Split ``redis+cluster://[[user]:password@]host:port[,host:port...][/0][?options]``.
+
+    Returns:
+        A ``redis://`` (or ``rediss://``) URL of the first node with the credentials and
+        options (for redis-py to make connections from), and every node given.
+
+    Raises:
+        ConfigurationError: When no node is given, a port is not a number, or a database other
+            than 0 is asked for (Redis Cluster has only database 0).
+    """
+    scheme, _, rest = url.partition("://")
+    tls = scheme.lower() == "rediss+cluster"
+    netloc, _, tail = rest.partition("/")
+    netloc, mark, query = netloc.partition("?")
+    if mark:  # no path, only options: "host:port?option=..."
+        tail = "?" + query
+    path, _, query = tail.partition("?")
+    credentials, at, hosts = netloc.rpartition("@")
+    expected = f"expected {scheme}://host:port[,host:port...]"
+    seeds: list[_Node] = []
+    for item in hosts.split(","):
+        entry = item.strip()
+        if entry.startswith("["):  # an IPv6 address: [::1]:7000
+            host, _, port = entry[1:].partition("]")
+            port = port.removeprefix(":")
+        else:
+            host, _, port = entry.partition(":")
+        if not host:
+            raise ConfigurationError(
+                f"invalid Redis Cluster URL {url!r}: no host in {item!r}; {expected}"
+            )
+        if not port.isdigit() and port != "":
+            raise ConfigurationError(
+                f"invalid Redis Cluster URL {url!r}: port {port!r} of {host!r} is not a number"
+            )
+        number = int(port) if port else 6379
+        if not 0 < number < 65536:
+            raise ConfigurationError(
+                f"invalid Redis Cluster URL {url!r}: port {number} is not in 1..65535"
+            )
+        seeds.append((host, number))
+    if path not in ("", "0"):
+        raise ConfigurationError(
+            f"invalid Redis Cluster URL {url!r}: database {path!r}, but a Redis Cluster has only "
+            "database 0"
+        )
+    first_host, first_port = seeds[0]
+    shown = f"[{first_host}]" if ":" in first_host else first_host
+    first = f"{'rediss' if tls else 'redis'}://{credentials}{at}{shown}:{first_port}/0"
+    return (f"{first}?{query}" if query else first), seeds
+
+
+def _cluster_address(seeds: list[_Node], tls: bool) -> str:
+    """Describe a cluster by its seed nodes (for error messages)."""
+    nodes = ",".join(
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in seeds
+    )
+    return f"{'rediss' if tls else 'redis'}+cluster://{nodes}"
+
+
 def _address(client: object) -> str:
     """Describe the server a client talks to, without credentials (for error messages)."""
     pool = getattr(client, "connection_pool", None)
@@ -434,13 +632,59 @@ def _address(client: object) -> str:
 
 def _check_clients(client: object, async_client: object) -> None:
     # Checked at run time too: passing an asyncio client as `client` is an easy mistake.
-    if client is not None and not isinstance(client, redis.Redis):
-        hint = ": pass it as async_client=" if isinstance(client, redis.asyncio.Redis) else ""
-        raise TypeError(f"client must be a redis.Redis, got {type(client).__name__}{hint}")
-    if async_client is not None and not isinstance(async_client, redis.asyncio.Redis):
-        raise TypeError(
-            f"async_client must be a redis.asyncio.Redis, got {type(async_client).__name__}"
+    if client is not None and not isinstance(client, (redis.Redis, redis.cluster.RedisCluster)):
+        hint = (
+            ": pass it as async_client="
+            if isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster))
+            else ""
         )
+        raise TypeError(
+            "client must be a redis.Redis or a redis.cluster.RedisCluster, got "
+            f"{type(client).__name__}{hint}"
+        )
+    if async_client is not None and not isinstance(
+        async_client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
+    ):
+        raise TypeError(
+            "async_client must be a redis.asyncio.Redis or a redis.asyncio.cluster.RedisCluster, "
+            f"got {type(async_client).__name__}"
+        )
+
+
+def _is_cluster_url(url: object) -> bool:
+    return isinstance(url, str) and url.partition("://")[0].lower() in _CLUSTER_SCHEMES
+
+
+def _sync_template(client: redis.cluster.RedisCluster) -> Any:
+    """A connection pool of a synchronous cluster client: its connection class and settings."""
+    for node in cast("Any", client).get_nodes():
+        if node.redis_connection is not None:
+            return node.redis_connection.connection_pool
+    manager = client.nodes_manager
+    node = next(iter(manager.startup_nodes.values()))
+    made = cast("Any", manager).create_redis_node(node.host, node.port, **manager.connection_kwargs)
+    return made.connection_pool
+
+
+def _async_template(client: redis.asyncio.cluster.RedisCluster) -> tuple[Any, dict[str, Any]]:
+    """The connection class and settings of an asyncio cluster client's nodes."""
+    node = next(iter(client.nodes_manager.startup_nodes.values()))
+    return node.connection_class, dict(node.connection_kwargs)
+
+
+def _client_seeds(client: object, async_client: object) -> list[_Node]:
+    """The nodes that the cluster clients given know (where to ask for the slot map)."""
+    seeds: list[_Node] = []
+    if isinstance(client, redis.cluster.RedisCluster):
+        seeds += [(node.host, int(node.port)) for node in cast("Any", client).get_nodes()]
+        seeds += [
+            (node.host, int(node.port)) for node in client.nodes_manager.startup_nodes.values()
+        ]
+    if isinstance(async_client, redis.asyncio.cluster.RedisCluster):
+        manager = async_client.nodes_manager
+        seeds += [(node.host, int(node.port)) for node in manager.startup_nodes.values()]
+        seeds += [(node.host, int(node.port)) for node in manager.nodes_cache.values()]
+    return list(dict.fromkeys(seeds))
 
 
 def _client_url(url: str) -> str:
@@ -450,7 +694,8 @@ def _client_url(url: str) -> str:
     scheme = scheme.lower()
     if not separator or scheme not in ("redis", "rediss", "unix", "redis+unix"):
         raise ConfigurationError(
-            f"invalid Redis URL {url!r}: expected redis://, rediss://, unix:// or redis+unix://"
+            f"invalid Redis URL {url!r}: expected redis://, rediss://, unix://, redis+unix://, "
+            "redis+cluster:// or rediss+cluster://"
         )
     return f"{'unix' if scheme == 'redis+unix' else scheme}://{rest}"
 
@@ -461,13 +706,19 @@ class RedisStorage:
     Implements :class:`buttress.storage.Storage`; see the module docstring for the key layout.
 
     Args:
-        client: A ``redis.Redis`` for the synchronous methods. Clients passed in stay yours to
-            close; :meth:`close` closes only the clients the store made itself.
-        async_client: A ``redis.asyncio.Redis`` for the coroutine methods.
+        client: A ``redis.Redis`` for the synchronous methods, or a
+            ``redis.cluster.RedisCluster`` for a Redis Cluster (the store then uses its
+            connection settings and known nodes, and talks to the masters on connections of its
+            own). Clients passed in stay yours to close; :meth:`close` closes only the clients
+            the store made itself.
+        async_client: A ``redis.asyncio.Redis`` for the coroutine methods, or a
+            ``redis.asyncio.cluster.RedisCluster``.
         prefix: The namespace of every key (no ``{`` or ``}``: it goes inside the hash tag).
         url: Where to connect when a client is not given (``redis://``, ``rediss://``,
-            ``unix://`` or ``redis+unix://``). The asyncio client is made from it on first use, one
-            per event loop. With no client and no URL, ``redis://localhost:6379/0``.
+            ``unix://``, ``redis+unix://``, or ``redis+cluster://host:port[,host:port...]`` and
+            ``rediss+cluster://`` for a Redis Cluster). The asyncio client is made from it on first
+            use, one per event loop. With no client and no URL, ``redis://localhost:6379/0``.
+            Clients and URL must all be for a cluster, or all for one server.
         timeout: Seconds allowed to connect and to each command of the clients made from ``url``
             (a coroutine call as a whole is also cut off after twice this). Redis-py's own
             retries are off for them: a slow or absent server fails fast, and the limiter's
@@ -477,14 +728,15 @@ class RedisStorage:
             timeouts and the retry policy set from ``timeout``.
 
     Raises:
-        TypeError, ValueError: For a bad argument, naming it.
+        TypeError, ValueError: For a bad argument, naming it (``ConfigurationError``, a
+            ``ValueError``, for a malformed URL).
     """
 
     def __init__(
         self,
-        client: redis.Redis | None = None,
+        client: redis.Redis | redis.cluster.RedisCluster | None = None,
         *,
-        async_client: redis.asyncio.Redis | None = None,
+        async_client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None = None,
         prefix: str = "buttress",
         url: str | None = None,
         timeout: float = 0.25,
@@ -501,7 +753,25 @@ class RedisStorage:
         _check_clients(client, async_client)
         if url is None and client is None and async_client is None:
             url = _DEFAULT_URL
-        self._url = None if url is None else _client_url(url)
+        seeds: list[_Node] | None = None
+        self._url: str | None
+        if _is_cluster_url(url):
+            assert isinstance(url, str)  # noqa: S101 - for type checkers: _is_cluster_url
+            self._url, seeds = _cluster_url(url)
+        else:
+            self._url = None if url is None else _client_url(url)
+        clustered = {
+            isinstance(given, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
+            for given in (client, async_client)
+            if given is not None
+        }
+        if url is not None:
+            clustered.add(seeds is not None)
+        if len(clustered) > 1:
+            raise ConfigurationError(
+                "client, async_client and url must all be for one Redis Cluster or all for one "
+                "server, not a mix of the two"
+            )
         self._prefix = prefix
         if client_options and self._url is None:
             raise TypeError(
@@ -513,14 +783,28 @@ class RedisStorage:
         self._owns_client = client is None and self._url is not None
         if client is None and self._url is not None:
             client = redis.Redis.from_url(self._url, **self._sync_options())
-        self._client = client
-        self._connections = None if client is None else _Connections(client.connection_pool)
+        self._client: redis.Redis | redis.cluster.RedisCluster | None = client
         self._async_client = async_client
+        self._connections: _Connections | None = None
+        # A Redis Cluster's slot map and the store's synchronous connections to its masters.
+        self._cluster: _Cluster | None = None
+        if True in clustered:
+            self._cluster = self._make_cluster(client, async_client, seeds or [])
+            tls = "SSL" in getattr(
+                getattr(self._cluster.pool, "connection_class", None), "__name__", ""
+            )
+            tls = tls or (url is not None and url.lower().startswith("rediss+"))
+            self._address = _cluster_address(self._cluster.seeds, tls)
+        else:
+            if isinstance(client, redis.Redis):
+                self._connections = _Connections(client.connection_pool)
+            self._address = _address(client if client is not None else async_client)
         # Clients made from the URL for each event loop (an asyncio connection belongs to one).
         self._loop_clients: dict[asyncio.AbstractEventLoop, redis.asyncio.Redis] = {}
         # The store's own asyncio connection on each event loop (see _AsyncLink).
         self._links: dict[asyncio.AbstractEventLoop, _AsyncLink] = {}
-        self._address = _address(client if client is not None else async_client)
+        # On a Redis Cluster: one per event loop and master.
+        self._node_links: dict[tuple[asyncio.AbstractEventLoop, _Node], _AsyncLink] = {}
         self._head = f"{{{prefix}:"  # a state key is head + key + a plan's suffix
         self._plans: dict[tuple[str, int], _Plan] = {}
 
@@ -540,7 +824,9 @@ class RedisStorage:
 
         Args:
             url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS),
-                ``unix:///path/to/redis.sock?db=0`` or ``redis+unix:///path?db=0``.
+                ``unix:///path/to/redis.sock?db=0``, ``redis+unix:///path?db=0``, or for a
+                Redis Cluster ``redis+cluster://[[user]:password@]host:port[,host:port...]``
+                (``rediss+cluster://`` with TLS; the nodes are seeds, any one will do).
             prefix: The namespace of every key.
             timeout: Seconds allowed to connect and to each command.
             **client_options: Passed to ``redis.Redis.from_url`` and
@@ -554,6 +840,21 @@ class RedisStorage:
 
     # -- clients ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def _make_cluster(client: object, async_client: object, seeds: list[_Node]) -> _Cluster:
+        """The cluster of the clients given, or of the URL (whose first node made ``client``)."""
+        pool: Any = None
+        remap: Any = None
+        if isinstance(client, redis.cluster.RedisCluster):
+            pool = _sync_template(client)
+            remap = client.nodes_manager.address_remap
+        elif isinstance(client, redis.Redis):  # made from the first node of a cluster URL
+            pool = client.connection_pool
+        if isinstance(async_client, redis.asyncio.cluster.RedisCluster):
+            remap = remap or async_client.nodes_manager.address_remap
+        seeds = list(dict.fromkeys([*seeds, *_client_seeds(client, async_client)]))
+        return _Cluster(seeds, pool, remap)
+
     def _common_options(self) -> dict[str, Any]:
         return {
             "socket_timeout": self._timeout,
@@ -566,7 +867,8 @@ class RedisStorage:
 
     def _async(self) -> redis.asyncio.Redis:
         if self._async_client is not None:
-            return self._async_client
+            # (never a cluster client: the cluster's links take their settings from its nodes)
+            return cast("redis.asyncio.Redis", self._async_client)
         if self._url is None:
             raise ConfigurationError(
                 "this RedisStorage has no asyncio client: pass async_client= or url= to use its "
@@ -589,10 +891,11 @@ class RedisStorage:
 
     # -- running scripts -------------------------------------------------------------------------
 
-    def _failure(self, operation: str, why: str) -> StorageError:
-        return StorageError(f"Redis {operation} failed on {self._address}: {why}")
+    def _failure(self, operation: str, why: str, node: _Node | None = None) -> StorageError:
+        where = self._address if node is None else f"{node[0]}:{node[1]} of {self._address}"
+        return StorageError(f"Redis {operation} failed on {where}: {why}")
 
-    def _sync(self) -> redis.Redis:
+    def _sync(self) -> redis.Redis | redis.cluster.RedisCluster:
         if self._client is None:
             raise ConfigurationError(
                 "this RedisStorage has only an asyncio client: pass client= or url= to use its "
@@ -609,50 +912,261 @@ class RedisStorage:
         :class:`_Link`), so the client's retry policy does not apply: a failure is reported at
         once and the caller's fault policy answers, except that a reused connection the server
         had closed (a restart, an idle timeout: the reply ends before its first byte) is
-        replaced and the command sent once more.
+        replaced and the command sent once more. On a Redis Cluster, see :meth:`_run_cluster`.
         """
         connections = self._connections
         if connections is None:
+            cluster = self._cluster
+            if cluster is not None and self._client is not None:
+                return self._run_cluster(cluster, operation, script, arguments)
             self._sync()  # raises ConfigurationError: no synchronous client
         assert connections is not None  # noqa: S101 - for type checkers: _sync() raised
+        reply = self._send(connections, operation, script, arguments)
+        if isinstance(reply, redis.ResponseError):  # the script failed: the link is in step
+            raise self._failure(operation, f"ResponseError: {reply}") from reply
+        return reply
+
+    def _send(
+        self,
+        connections: _Connections,
+        operation: str,
+        script: _Script,
+        arguments: tuple[object, ...],
+        asking: bool = False,
+        node: _Node | None = None,
+    ) -> Any:
+        """Call the script on one of ``connections``; return its reply (an error reply too).
+
+        Raises:
+            StorageError: When the connection fails.
+        """
         link = connections.take()
         try:
             try:
                 reused = link.sock is not None
                 try:
-                    reply = self._exchange(link, script, arguments)
+                    reply = self._exchange(link, script, arguments, asking)
                 except _Closed:
                     link.close()
                     if not reused:
                         raise
-                    reply = self._exchange(link, script, arguments)
+                    reply = self._exchange(link, script, arguments, asking)
             except BaseException:
                 link.close()  # a reply may be half read: never reuse the connection as it is
                 raise
             finally:
                 connections.give(link)
         except _Closed as error:
-            raise self._failure(operation, "the server closed the connection") from error
+            raise self._failure(operation, "the server closed the connection", node) from error
         except (redis.RedisError, OSError) as error:
-            raise self._failure(operation, f"{type(error).__name__}: {error}") from error
-        if isinstance(reply, redis.ResponseError):  # the script failed: the link is in step
-            raise self._failure(operation, f"ResponseError: {reply}") from reply
+            raise self._failure(operation, f"{type(error).__name__}: {error}", node) from error
         return reply
 
     @staticmethod
-    def _exchange(link: _Link, script: _Script, arguments: tuple[object, ...]) -> Any:
-        """Send ``EVALSHA`` on ``link`` and read its reply (loading the script on NOSCRIPT)."""
+    def _exchange(
+        link: _Link, script: _Script, arguments: tuple[object, ...], asking: bool = False
+    ) -> Any:
+        """Send ``EVALSHA`` on ``link`` and read its reply (loading the script on NOSCRIPT).
+
+        With ``asking``, each ``EVALSHA`` goes after an ``ASKING`` (a cluster's ``ASK``).
+        """
         sock = link.open()
-        sock.sendall(_pack(("EVALSHA", script.sha, *arguments)))
+        command = _pack(("EVALSHA", script.sha, *arguments))
+        if asking:
+            command = _ASKING + command
+            sock.sendall(command)
+            link.read()  # +OK (were it an error, the EVALSHA's reply would say why)
+        else:
+            sock.sendall(command)
         reply = link.read()
         if isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"):
             sock.sendall(_pack(("SCRIPT", "LOAD", script.source)))
             loaded = link.read()
             if isinstance(loaded, redis.ResponseError):
                 return loaded
-            sock.sendall(_pack(("EVALSHA", script.sha, *arguments)))
+            sock.sendall(command)
+            if asking:
+                link.read()
             reply = link.read()
         return reply
+
+    # -- Redis Cluster ---------------------------------------------------------------------------
+
+    def _run_cluster(
+        self, cluster: _Cluster, operation: str, script: _Script, arguments: tuple[object, ...]
+    ) -> Any:
+        """Run one script on the master of its keys' hash slot: one round trip, as a rule.
+
+        The slot is the first key's (every key of one call has the same hash tag). A ``MOVED``
+        answer corrects the map and sends the command to the named node; ``ASK`` sends
+        ``ASKING`` and the command there; a node that fails is a ``StorageError`` at once (the
+        caller's fault policy answers) and has the map read again before the next call.
+        """
+        if cluster.stale:
+            self._refresh(cluster)
+        slot = key_slot(cast("str", arguments[1]).encode())
+        node = cluster.slots[slot]
+        if node is None:
+            problem = self._refresh(cluster, force=True)
+            node = cluster.slots[slot]
+            if node is None:
+                raise self._failure(operation, problem or f"no master serves hash slot {slot}")
+        asking = False
+        for _ in range(_REDIRECTIONS):
+            connections = cluster.sync_connections(node)
+            try:
+                reply = self._send(connections, operation, script, arguments, asking, node)
+            except StorageError:
+                cluster.outdated()  # a failover may have given the slot to another master
+                raise
+            if not isinstance(reply, redis.ResponseError):
+                return reply
+            hop = cluster.redirect(reply, slot, node)
+            if hop is None:
+                raise self._failure(operation, f"ResponseError: {reply}", node) from reply
+            node, asking, pause = hop
+            if pause:
+                time.sleep(_TRYAGAIN_PAUSE)
+        why = f"still redirected after {_REDIRECTIONS} tries (last: {reply})"
+        raise self._failure(operation, why, node)
+
+    def _refresh(self, cluster: _Cluster, *, force: bool = False) -> str | None:
+        """Read the slot map from the first master or seed that answers ``CLUSTER SLOTS``.
+
+        One thread at a time; the whole reading is bounded by twice ``timeout`` (each node by
+        its connect and socket timeouts). Returns ``None``, or why no node answered.
+        """
+        with cluster.lock:
+            if not (cluster.stale or force):
+                return None  # another thread has just read it
+            cluster.began_refresh()
+            deadline = time.monotonic() + self._timeout * _CALL_BOUND
+            problems: list[str] = []
+            for node in cluster.candidates():
+                if time.monotonic() > deadline:
+                    problems.append("out of time")
+                    break
+                connections = cluster.sync_connections(node)
+                link = connections.take()
+                try:
+                    link.open().sendall(_CLUSTER_SLOTS)
+                    reply = link.read()
+                except (_Closed, redis.RedisError, OSError) as error:
+                    link.close()
+                    problems.append(f"{node[0]}:{node[1]}: {type(error).__name__}: {error}")
+                    continue
+                except BaseException:
+                    link.close()
+                    raise
+                finally:
+                    connections.give(link)
+                if isinstance(reply, redis.ResponseError):
+                    problems.append(f"{node[0]}:{node[1]}: {reply}")
+                    continue
+                cluster.learn(reply, node)
+                return None
+            return "no node answered CLUSTER SLOTS (" + "; ".join(problems) + ")"
+
+    async def _arun_cluster(
+        self, cluster: _Cluster, operation: str, script: _Script, arguments: tuple[object, ...]
+    ) -> Any:
+        """The coroutine form of :meth:`_run_cluster`, on the store's asyncio connections."""
+        bound = self._timeout * _CALL_BOUND
+        if cluster.stale:
+            await self._arefresh(cluster, bound)
+        slot = key_slot(cast("str", arguments[1]).encode())
+        node = cluster.slots[slot]
+        if node is None:
+            problem = await self._arefresh(cluster, bound, force=True)
+            node = cluster.slots[slot]
+            if node is None:
+                raise self._failure(operation, problem or f"no master serves hash slot {slot}")
+        asking = False
+        for _ in range(_REDIRECTIONS):
+            try:
+                link = await self._node_opened(node, bound)
+                reply = await self._asend(link, script, arguments, bound, asking)
+            except (asyncio.TimeoutError, redis.TimeoutError) as error:
+                cluster.outdated()
+                raise self._failure(operation, f"no answer within {bound:g} s", node) from error
+            except (redis.RedisError, OSError) as error:
+                cluster.outdated()
+                why = f"{type(error).__name__}: {error}"
+                raise self._failure(operation, why, node) from error
+            if not isinstance(reply, redis.ResponseError):
+                return reply
+            hop = cluster.redirect(reply, slot, node)
+            if hop is None:
+                raise self._failure(operation, f"ResponseError: {reply}", node) from reply
+            node, asking, pause = hop
+            if pause:
+                await asyncio.sleep(_TRYAGAIN_PAUSE)
+        why = f"still redirected after {_REDIRECTIONS} tries (last: {reply})"
+        raise self._failure(operation, why, node)
+
+    async def _arefresh(
+        self, cluster: _Cluster, bound: float, *, force: bool = False
+    ) -> str | None:
+        """The coroutine form of :meth:`_refresh` (a concurrent reading does no harm)."""
+        if not (cluster.stale or force):
+            return None
+        cluster.began_refresh()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + bound
+        problems: list[str] = []
+        for node in cluster.candidates():
+            left = deadline - loop.time()
+            if left <= 0:
+                problems.append("out of time")
+                break
+            try:
+                link = await self._node_opened(node, left)
+                reply = await link.send(_CLUSTER_SLOTS, left)
+            except (asyncio.TimeoutError, redis.RedisError, OSError) as error:
+                problems.append(f"{node[0]}:{node[1]}: {type(error).__name__}: {error}")
+                continue
+            if isinstance(reply, redis.ResponseError):
+                problems.append(f"{node[0]}:{node[1]}: {reply}")
+                continue
+            cluster.learn(reply, node)
+            return None
+        return "no node answered CLUSTER SLOTS (" + "; ".join(problems) + ")"
+
+    def _async_template(self) -> tuple[Any, dict[str, Any]]:
+        """The connection class and settings of the store's asyncio connections (cluster)."""
+        if isinstance(self._async_client, redis.asyncio.cluster.RedisCluster):
+            return _async_template(self._async_client)
+        pool = self._async().connection_pool  # made from the first node of the cluster URL
+        return pool.connection_class, pool.connection_kwargs
+
+    async def _node_link(self, node: _Node) -> _AsyncLink:
+        """The store's connection to a cluster node on the running event loop."""
+        loop = asyncio.get_running_loop()
+        link = self._node_links.get((loop, node))
+        if link is None or link.dead:
+            connection_class, kwargs = self._async_template()
+            overrides = {"host": node[0], "port": node[1], "protocol": 2}
+            link = _AsyncLink(connection_class(**{**kwargs, **overrides}))
+            with self._lock:
+                for other in [other for other in self._node_links if other[0].is_closed()]:
+                    del self._node_links[other]  # the connections of finished loops ended
+                self._node_links[loop, node] = link
+            await link.open()
+        elif not link.ready.done():
+            await asyncio.shield(link.ready)  # another coroutine is opening it
+        return link
+
+    async def _node_opened(self, node: _Node, bound: float) -> _AsyncLink:
+        """The open link to ``node``; opening one is bounded by ``bound`` seconds."""
+        link = self._node_links.get((asyncio.get_running_loop(), node))
+        if link is not None and not link.dead and link.ready.done():
+            return link
+        if _timeout_scope is None:  # Python 3.10
+            return await asyncio.wait_for(self._node_link(node), bound)
+        async with _timeout_scope(bound):
+            return await self._node_link(node)
+
+    # -- asyncio ---------------------------------------------------------------------------------
 
     async def _link(self) -> _AsyncLink:
         """The store's connection on the running event loop (opened on first use)."""
@@ -681,19 +1195,41 @@ class RedisStorage:
         async with _timeout_scope(bound):
             return await self._link()
 
+    @staticmethod
+    async def _asend(
+        link: _AsyncLink,
+        script: _Script,
+        arguments: tuple[object, ...],
+        bound: float,
+        asking: bool = False,
+    ) -> Any:
+        """Call the script on ``link`` (loading it on NOSCRIPT); return its reply or error reply.
+
+        With ``asking``, each ``EVALSHA`` goes after an ``ASKING`` (a cluster's ``ASK``).
+        """
+        command = _pack(("EVALSHA", script.sha, *arguments))
+        if asking:
+            link.send(_ASKING, bound)  # pipelined; its +OK is read and dropped
+        reply = await link.send(command, bound)
+        if isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"):
+            link.send(_pack(("SCRIPT", "LOAD", script.source)), bound)  # pipelined
+            if asking:
+                link.send(_ASKING, bound)
+            reply = await link.send(command, bound)
+        return reply
+
     async def _arun(self, operation: str, script: _Script, arguments: tuple[object, ...]) -> Any:
         """Run one script on the store's asyncio connection, each step bounded in time.
 
         Opening the connection is bounded by a timeout scope; each command by the link's one
         deadline timer (a timeout scope per call would cost more than the rest of the call).
         """
+        if self._cluster is not None:
+            return await self._arun_cluster(self._cluster, operation, script, arguments)
         bound = self._timeout * _CALL_BOUND
         try:
             link = await self._opened(bound)
-            reply = await link.send(_pack(("EVALSHA", script.sha, *arguments)), bound)
-            if isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"):
-                link.send(_pack(("SCRIPT", "LOAD", script.source)), bound)  # pipelined
-                reply = await link.send(_pack(("EVALSHA", script.sha, *arguments)), bound)
+            reply = await self._asend(link, script, arguments, bound)
         except (asyncio.TimeoutError, redis.TimeoutError) as error:
             raise self._failure(operation, f"no answer within {bound:g} s") from error
         except (redis.RedisError, OSError) as error:
@@ -1016,6 +1552,8 @@ class RedisStorage:
         """
         if self._connections is not None:
             self._connections.close()
+        if self._cluster is not None:
+            self._cluster.close()
         if self._owns_client and self._client is not None:
             self._client.close()
 
@@ -1030,8 +1568,11 @@ class RedisStorage:
         with self._lock:
             found = self._loop_clients.pop(loop, None)
             link = self._links.pop(loop, None)
+            links = [self._node_links.pop(key) for key in list(self._node_links) if key[0] is loop]
         if link is not None:
-            await link.close()
+            links.append(link)
+        for each in links:
+            await each.close()
         if found is not None:
             await found.aclose()
 
