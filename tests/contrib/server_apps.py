@@ -1,7 +1,8 @@
 """Apps served by real servers in ``test_servers.py`` (imported by gunicorn/uvicorn workers).
 
 Configured by environment variables: ``TEST_WEB_REDIS`` (the Redis URL), ``TEST_WEB_PREFIX`` (the
-run's key prefix) and ``TEST_WEB_LIMIT`` (the route's limit).
+run's key prefix), ``TEST_WEB_LIMIT`` (the route's limit) and ``TEST_WEB_WS_LIMIT`` (the limit of
+WebSocket handshakes to ``/ws``, ASGI only).
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ def asgi_app() -> Any:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["type"] == "websocket":  # an echo, once the handshake is admitted
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            message = await receive()
+            await send({"type": "websocket.send", "text": f"echo {message.get('text')}"})
+            await send({"type": "websocket.close", "code": 1000})
+            return
         # Blocking on purpose: a worker busy with one request cannot accept the next, so
         # concurrent requests spread over the workers (the limit must hold across them).
         time.sleep(0.05)  # noqa: ASYNC251 - see above
@@ -59,5 +67,10 @@ def asgi_app() -> Any:
         os.environ["TEST_WEB_REDIS"], prefix=os.environ["TEST_WEB_PREFIX"]
     )
     return RateLimitMiddleware(
-        app, routes={"/limited": os.environ["TEST_WEB_LIMIT"]}, storage=store
+        app,
+        routes={
+            "/limited": os.environ["TEST_WEB_LIMIT"],
+            "/ws": os.environ.get("TEST_WEB_WS_LIMIT", "3/hour"),
+        },
+        storage=store,
     )

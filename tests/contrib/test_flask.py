@@ -312,6 +312,190 @@ class TestRejection:
         assert error.description == "Too Many Requests: 1 per 1 minute"
 
 
+class TestDeductWhen:
+    """``deduct_when``: checked before the view, counted after it only when the response says."""
+
+    def login_app(self, store: Any, **limits: Any) -> Flask:
+        app = new_app()
+        limiter = Limiter(get_remote_address, app=app, storage=store, **limits)
+
+        @app.route("/login", methods=["POST"])
+        @limiter.limit("2/minute", deduct_when=lambda response: response.status_code == 401)
+        def login() -> Any:
+            return ("welcome", 200) if request.form.get("password") == "right" else ("no", 401)
+
+        return app
+
+    def test_only_failed_logins_count(self, store):
+        app = self.login_app(store)
+        good: dict[str, Any] = {"data": {"password": "right"}}
+        bad: dict[str, Any] = {"data": {"password": "wrong"}}
+        assert [post(app, "/login", **good).status_code for _ in range(5)] == [200] * 5
+        assert post(app, "/login", **bad).status_code == 401
+        assert post(app, "/login", **good).status_code == 200
+        assert post(app, "/login", **bad).status_code == 401
+        rejected = post(app, "/login", **good)  # two failures: the limit is reached
+        assert rejected.status_code == 429
+        assert rejected.headers["Retry-After"] == "60"
+        assert post(app, "/login", address=OTHER, **good).status_code == 200
+
+    def test_the_check_counts_nothing_and_headers_show_the_state_before(self, store):
+        app = self.login_app(store)
+        first = post(app, "/login", data={"password": "wrong"})
+        assert first.status_code == 401
+        assert first.headers["RateLimit-Remaining"] == "1"  # the check: 2 - 1 would be left
+        second = post(app, "/login", data={"password": "right"})
+        assert second.headers["RateLimit-Remaining"] == "0"  # after the first failure
+
+    def test_with_counted_limits_all_or_nothing_still_holds(self, store):
+        app = new_app()
+        limiter = Limiter(get_remote_address, app=app, storage=store, application_limits="3/hour")
+        failing = {"fail": True}
+
+        @app.route("/a")
+        @limiter.limit("1/hour", deduct_when=lambda response: response.status_code >= 500)
+        def a() -> Any:
+            return ("broken", 500) if failing["fail"] else ("ok", 200)
+
+        assert get(app, "/a").status_code == 500  # counted by both
+        assert get(app, "/a").status_code == 429  # the route's deducted limit rejects first...
+        failing["fail"] = False
+        assert statuses(app, "/b", 1) == [404]
+        engine = engine_of(app, limiter)
+        global_rate = Rate(3, 3600, scope="global")
+        # ...and the rejected request did not count against the application limit.
+        remaining = engine.limiter((global_rate,)).peek(ADDRESS).remaining
+        assert remaining == 3 - 1 - 1  # the 500 and this peek's request
+
+    def test_default_limits_deduct_when(self, store):
+        app = new_app()
+        Limiter(
+            get_remote_address,
+            app=app,
+            storage=store,
+            default_limits="1/hour",
+            default_limits_deduct_when=lambda response: response.status_code == 404,
+        )
+
+        @app.route("/item/<name>")
+        def item(name: str) -> Any:
+            return ("found", 200) if name == "known" else ("missing", 404)
+
+        assert statuses(app, "/item/known", 3) == [200] * 3
+        assert get(app, "/item/other").status_code == 404
+        assert get(app, "/item/known").status_code == 429
+
+    def test_a_deduct_when_that_raises_is_the_apps_error(self, store):
+        app = new_app()
+        limiter = Limiter(get_remote_address, app=app, storage=store)
+
+        def broken(response: Any) -> bool:
+            raise RuntimeError("predicate failed")
+
+        app.add_url_rule("/a", "a", limiter.limit("1/hour", deduct_when=broken)(lambda: "a"))
+        with pytest.raises(RuntimeError, match="predicate failed"):
+            get(app, "/a")
+
+
+class TestOnBreach:
+    def test_a_limits_on_breach_answers_instead_of_the_429(self, store):
+        app = new_app()
+        limiter = Limiter(get_remote_address, app=app, storage=store)
+        seen: list[RateLimitExceeded] = []
+
+        def gentle(error: RateLimitExceeded) -> Any:
+            seen.append(error)
+            return {"queued": True, "retry_after": error.retry_after}, 202
+
+        app.add_url_rule("/a", "a", limiter.limit("1/minute", on_breach=gentle)(lambda: "a"))
+        assert get(app, "/a").status_code == 200
+        answer = get(app, "/a")
+        assert answer.status_code == 202
+        assert answer.get_json() == {"queued": True, "retry_after": 60}
+        assert answer.headers["Retry-After"] == "60"  # the decision's headers stay
+        assert answer.headers["RateLimit-Remaining"] == "0"
+        [error] = seen
+        assert error.decision.rate == Rate(1, 60, scope="route/a")
+
+    def test_the_limiters_on_breach_and_none_means_the_429(self, store):
+        app = new_app()
+        calls: list[int] = []
+
+        def count_only(error: RateLimitExceeded) -> None:
+            calls.append(error.retry_after)
+
+        Limiter(
+            get_remote_address,
+            app=app,
+            storage=store,
+            default_limits="1/minute",
+            on_breach=count_only,
+        )
+        routes(app, "a")
+        assert statuses(app, "/a", 3) == [200, 429, 429]
+        assert calls == [60, 60]
+
+    def test_the_limits_own_wins_over_the_limiters(self, store):
+        app = new_app()
+        limiter = Limiter(
+            get_remote_address,
+            app=app,
+            storage=store,
+            on_breach=lambda error: ("limiter's", 503),
+            application_limits="2/minute",
+        )
+        app.add_url_rule(
+            "/a", "a", limiter.limit("1/minute", on_breach=lambda e: ("route's", 429))(lambda: "")
+        )
+        routes(app, "b")
+        assert get(app, "/a").status_code == 200
+        assert get(app, "/a").get_data(as_text=True) == "route's"  # the route's 1/minute
+        assert get(app, "/b").status_code == 200  # the application's second
+        assert get(app, "/b").get_data(as_text=True) == "limiter's"  # its third
+
+
+class TestHeaderNameMapping:
+    def test_headers_are_renamed_and_replace_the_views(self, store):
+        app = new_app()
+        limiter = Limiter(
+            get_remote_address,
+            app=app,
+            storage=store,
+            header_name_mapping={"ratelimit-remaining": "X-Quota-Left", "Retry-After": "X-Wait"},
+        )
+        app.add_url_rule(
+            "/a", "a", limiter.limit("1/minute")(lambda: ("a", {"X-Quota-Left": "99"}))
+        )
+        admitted, rejected = get(app, "/a"), get(app, "/a")
+        assert admitted.headers.get_all("X-Quota-Left") == ["0"]
+        assert "RateLimit-Remaining" not in admitted.headers
+        assert admitted.headers["RateLimit-Limit"] == "1"
+        assert rejected.headers["X-Wait"] == "60"
+        assert "Retry-After" not in rejected.headers
+
+    @pytest.mark.parametrize(
+        ("mapping", "error", "match"),
+        [
+            ({"X-Unknown": "A"}, ValueError, "'X-Unknown' is not a header buttress sends"),
+            ({"RateLimit-Limit": "bad name"}, ValueError, "'bad name' is not a valid header"),
+            ({"RateLimit-Limit": ""}, ValueError, "not a valid header"),
+            ([("RateLimit-Limit", "A")], TypeError, "header_name_mapping must be a mapping"),
+        ],
+    )
+    def test_bad_mappings_are_refused_naming_the_argument(self, mapping, error, match):
+        with pytest.raises(error, match=match):
+            Limiter(get_remote_address, header_name_mapping=mapping)
+
+    def test_bad_callables_are_refused(self):
+        limiter = Limiter(get_remote_address)
+        with pytest.raises(TypeError, match="deduct_when must be callable"):
+            limiter.limit("1/minute", deduct_when=True)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="on_breach must be callable"):
+            limiter.shared_limit("1/minute", "s", on_breach="x")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="on_breach must be callable"):
+            Limiter(get_remote_address, on_breach=1)  # type: ignore[arg-type]
+
+
 class TestDeclarations:
     def test_exempt_routes_are_never_limited(self, store):
         app = new_app()

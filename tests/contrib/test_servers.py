@@ -127,3 +127,51 @@ def test_workers_share_one_limit_on_redis(server: str, environment: dict[str, st
         served.stop()
     assert statuses == Counter({200: LIMIT, 429: REQUESTS - LIMIT})
     assert len(workers) >= 2, "every admitted request was served by one worker"
+
+
+WS_LIMIT = 3
+
+
+@pytest.mark.parametrize("implementation", ["websockets", "websockets-sansio"])
+def test_websocket_handshakes_are_limited_by_a_real_server(
+    implementation: str, environment: dict[str, str]
+) -> None:
+    """uvicorn's WebSocket protocols: a handshake over the limit is an HTTP 429, not an upgrade."""
+    from websockets.exceptions import InvalidStatus  # noqa: PLC0415
+
+    command = (
+        f"-m uvicorn --factory tests.contrib.server_apps:asgi_app --ws {implementation} "
+        "--host 127.0.0.1 --port {port} --log-level warning"
+    )
+    served = Served(
+        [sys.executable, *command.split()], {**environment, "TEST_WEB_WS_LIMIT": f"{WS_LIMIT}/hour"}
+    )
+    try:
+        served.wait_ready("/ws")
+        url = f"ws://127.0.0.1:{served.port}/ws"
+        outcomes = [_echo_once(url, number) for number in range(WS_LIMIT + 2)]
+    finally:
+        served.stop()
+    echoes = [outcome for outcome in outcomes if isinstance(outcome, str)]
+    refused = [outcome for outcome in outcomes if isinstance(outcome, InvalidStatus)]
+    assert echoes == [f"echo hello {number}" for number in range(WS_LIMIT)]
+    assert len(refused) == 2
+    for rejection in refused:
+        assert rejection.response.status_code == 429
+        assert int(rejection.response.headers["Retry-After"]) > 0
+        assert b"Too Many Requests" in rejection.response.body
+
+
+def _echo_once(url: str, number: int) -> str | Exception:
+    """One WebSocket session: the echo of ``hello <number>``, or the refused handshake's error."""
+    from websockets.exceptions import InvalidStatus  # noqa: PLC0415
+    from websockets.sync.client import connect  # noqa: PLC0415
+
+    try:
+        with connect(url, open_timeout=10) as session:
+            assert session.response is not None
+            assert session.response.headers["RateLimit-Remaining"] == str(WS_LIMIT - 1 - number)
+            session.send(f"hello {number}")
+            return str(session.recv(timeout=10))
+    except InvalidStatus as error:
+        return error

@@ -194,6 +194,10 @@ class LimitSpec:
         exempt_when: A callable; when it returns true the request is not limited by this spec.
         error_message: The body of the 429 when this spec rejects (default: the limit).
         key_func: A key function for this spec only (``None``: the limiter's).
+        deduct_when: A callable of the response: the request is counted only when it returns
+            true (checked, not counted, before the view runs). Flask only.
+        on_breach: A callable of the rejection when this spec rejects; what it returns, if not
+            ``None``, is the response. Flask only.
     """
 
     value: LimitValue
@@ -204,16 +208,19 @@ class LimitSpec:
     exempt_when: Callable[[], bool] | None = None
     error_message: str | None = None
     key_func: Callable[[], str] | None = None
+    deduct_when: Callable[[Any], bool] | None = None
+    on_breach: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
+        for name in ("exempt_when", "deduct_when", "on_breach", "key_func"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise TypeError(f"{name} must be callable, got {getattr(self, name)!r}")
         if not callable(self.value):
             _rates(self.value, "limit")  # a bad limit fails at declaration, not per request
         if not isinstance(self.cost, int) and not callable(self.cost):
             raise TypeError(f"cost must be an int or a callable, got {self.cost!r}")
         if isinstance(self.cost, int):
             check_int(self.cost, "cost", minimum=0)
-        if self.exempt_when is not None and not callable(self.exempt_when):
-            raise TypeError("exempt_when must be callable")
 
     @classmethod
     def make(
@@ -227,6 +234,8 @@ class LimitSpec:
         exempt_when: Callable[[], bool] | None = None,
         error_message: str | None = None,
         key_func: Callable[[], str] | None = None,
+        deduct_when: Callable[[Any], bool] | None = None,
+        on_breach: Callable[[Any], Any] | None = None,
     ) -> LimitSpec:
         """Check and normalise the arguments of a declaration."""
         if isinstance(methods, str):
@@ -240,6 +249,8 @@ class LimitSpec:
             exempt_when,
             error_message,
             key_func,
+            deduct_when,
+            on_breach,
         )
 
     def applies(self, method: str) -> bool:

@@ -35,13 +35,14 @@ headers. When the store (Redis) fails, the limiter's ``on_store_error`` policy a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, Union, cast, get_args
 
-from flask import Blueprint, Flask, Request, Response, current_app, request
+from flask import Blueprint, Flask, Request, Response, after_this_request, current_app, request
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.local import LocalProxy
 
@@ -94,20 +95,19 @@ _FALSE = ("0", "false", "no", "off", "")
 _current_request = cast("LocalProxy[Request]", request)._get_current_object  # noqa: SLF001
 
 
-def _header_names() -> frozenset[str]:
-    """Every header name :func:`rate_limit_headers` can send (a rejection's, either style).
-
-    In lower case, for :func:`_with_headers` to see whether a response has one already.
-    """
+def _header_names() -> tuple[str, ...]:
+    """Every header name :func:`rate_limit_headers` can send (a rejection's, either style)."""
     rejected = Decision(False, 1, 0, 1.0, 1.0, Rate(1, 1))
-    return frozenset(
-        name.lower()
+    return tuple(
+        name
         for legacy in (False, True)
         for name, _ in rate_limit_headers(rejected, (rejected.rate,), legacy=legacy)
     )
 
 
-_HEADER_NAMES = _header_names()
+_HEADER_NAMES_SENT = _header_names()
+# In lower case, for _with_headers to see whether a response has one already.
+_HEADER_NAMES = frozenset(name.lower() for name in _HEADER_NAMES_SENT)
 
 
 def get_remote_address() -> str:
@@ -216,7 +216,7 @@ class _Fixed:
     rates: tuple[Rate, ...]  # every rate, once each, in the specs' order
     policy: str  # their RateLimit-Policy header
     limiter: RateLimiter  # the engine's limiter deciding ``rates`` together
-    messages: dict[Rate, str]  # a rate's error message, when its spec has one
+    owners: dict[Rate, LimitSpec]  # a rate's first spec, when it has a message or on_breach
 
 
 @dataclass(frozen=True)
@@ -243,18 +243,45 @@ class _AppState:
     enabled: bool
     headers_enabled: bool
     legacy_headers: bool
+    # header_name_mapping, and the lower-case names a response's own headers are replaced by
+    renamed: dict[str, str] = field(default_factory=dict)
+    replaced: frozenset[str] = _HEADER_NAMES
     # (endpoint, method) -> what to decide, made on the first such request
     plans: dict[tuple[str, str], _Plan] = field(default_factory=dict)
     version: int = 0
 
 
-_Outcome = tuple[Decision, tuple[Rate, ...], Union[str, None]]  # noqa: UP007
-"""A request's decision (the binding limit's), every rate decided, and the binding limit's
-error message."""
+_Outcome = tuple[Decision, tuple[Rate, ...], Union[LimitSpec, None]]  # noqa: UP007
+"""A request's decision (the binding limit's), every rate decided, and the spec the binding limit
+came from (when it has an error message or ``on_breach``)."""
+
+_Deferred = tuple[Callable[[Response], bool], RateLimiter, str, int]
+"""A ``deduct_when`` group checked before the view: its predicate, the limiter of its rates,
+the key and the cost to count if the predicate holds for the response."""
 
 _Decided = tuple[Decision, str, _AppState]
 """What the request's environ keeps for the headers: the decision, the ``RateLimit-Policy`` of
 every rate decided, and the app's state (its header settings)."""
+
+
+def _header_name_mapping(mapping: Mapping[str, str] | None) -> dict[str, str]:
+    """Check ``header_name_mapping``: our header names (any case) to the names to send."""
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"header_name_mapping must be a mapping, got {mapping!r}")
+    ours = {name.lower(): name for name in _HEADER_NAMES_SENT}
+    renamed: dict[str, str] = {}
+    for name, to in mapping.items():
+        if not isinstance(name, str) or name.lower() not in ours:
+            raise ValueError(
+                f"header_name_mapping: {name!r} is not a header buttress sends (one of "
+                f"{', '.join(sorted(ours.values()))})"
+            )
+        if not isinstance(to, str) or not to or not to.isascii() or ":" in to or " " in to:
+            raise ValueError(f"header_name_mapping: {to!r} is not a valid header name")
+        renamed[ours[name.lower()]] = to
+    return renamed
 
 
 def _strategy(value: object) -> str:
@@ -290,13 +317,21 @@ def _specs(
     per_method: bool = False,
     cost: Cost = 1,
     exempt_when: Callable[[], bool] | None = None,
+    deduct_when: Callable[[Response], bool] | None = None,
 ) -> tuple[LimitSpec, ...] | None:
     """One spec per item of a ``default_limits`` or ``application_limits`` list."""
     if limits is None:
         return None
     items = [limits] if isinstance(limits, (str, Rate)) or callable(limits) else list(limits)
     return tuple(
-        LimitSpec.make(item, scope, per_method=per_method, cost=cost, exempt_when=exempt_when)
+        LimitSpec.make(
+            item,
+            scope,
+            per_method=per_method,
+            cost=cost,
+            exempt_when=exempt_when,
+            deduct_when=deduct_when,
+        )
         for item in items
     )
 
@@ -331,6 +366,8 @@ class Limiter:
         default_limits_per_method: Count each HTTP method of a route apart.
         default_limits_cost: What a request costs under the defaults (an int or a function).
         default_limits_exempt_when: When it returns true, the defaults do not apply.
+        default_limits_deduct_when: A function of the response: the defaults count a request
+            only when it returns true (see :meth:`limit`).
         application_limits: Limits of the whole app per client, across all routes (scope
             ``"global"``).
         application_limits_per_method: Count each HTTP method apart.
@@ -352,6 +389,12 @@ class Limiter:
         trusted_proxies: For the default key function only (with ``key_func=None``).
         ipv6_prefix: For the default key function only (default 64).
         key_prefix: Prepended to every key, to keep several limiters on one store apart.
+        on_breach: Called with the :class:`RateLimitExceeded` when a limit without an
+            ``on_breach`` of its own rejects; a return value other than ``None`` is the response
+            instead of the 429.
+        header_name_mapping: Other names for the headers sent, e.g.
+            ``{"RateLimit-Remaining": "X-Quota-Left"}`` (keys: the names buttress sends, any
+            case).
         name: The limiters' name in events and logs.
         listeners: Receive the limiters' events (decisions, ``StoreDegraded``...).
 
@@ -369,6 +412,7 @@ class Limiter:
         default_limits_per_method: bool = False,
         default_limits_cost: Cost = 1,
         default_limits_exempt_when: Callable[[], bool] | None = None,
+        default_limits_deduct_when: Callable[[Response], bool] | None = None,
         application_limits: Limits | None = None,
         application_limits_per_method: bool = False,
         application_limits_cost: Cost = 1,
@@ -384,6 +428,8 @@ class Limiter:
         trusted_proxies: Proxies | None = None,
         ipv6_prefix: int = 64,
         key_prefix: str = "",
+        on_breach: Callable[[RateLimitExceeded], Any] | None = None,
+        header_name_mapping: Mapping[str, str] | None = None,
         name: str = "flask",
         listeners: Sequence[Listener] = (),
     ) -> None:
@@ -406,12 +452,17 @@ class Limiter:
         if not isinstance(key_prefix, str):
             raise TypeError(f"key_prefix must be a str, got {key_prefix!r}")
         self._key_func = key_func
+        if on_breach is not None and not callable(on_breach):
+            raise TypeError(f"on_breach must be callable, got {on_breach!r}")
+        self._on_breach = on_breach
+        self._header_names = _header_name_mapping(header_name_mapping)
         self._defaults = _specs(
             default_limits,
             _ROUTE,
             per_method=default_limits_per_method,
             cost=default_limits_cost,
             exempt_when=default_limits_exempt_when,
+            deduct_when=default_limits_deduct_when,
         )
         self._application = _specs(
             application_limits,
@@ -425,6 +476,7 @@ class Limiter:
             "per_method": default_limits_per_method,
             "cost": default_limits_cost,
             "exempt_when": default_limits_exempt_when,
+            "deduct_when": default_limits_deduct_when,
         }
         self._application_options: dict[str, Any] = {
             "per_method": application_limits_per_method,
@@ -519,13 +571,15 @@ class Limiter:
                 pick(self._legacy_headers, "BUTTRESS_LEGACY_HEADERS", False),
                 "BUTTRESS_LEGACY_HEADERS",
             ),
+            renamed=self._header_names,
+            replaced=_HEADER_NAMES | {name.lower() for name in self._header_names.values()},
         )
         registry: dict[Limiter, _AppState] = app.extensions.setdefault(_EXTENSION, {})
         if self not in registry:
             check = self._check_request
 
-            def check_request() -> None:
-                check(registry)
+            def check_request() -> Response | None:
+                return check(registry)
 
             app.before_request(check_request)
             # The headers go on in the WSGI layer, as the response starts: a list of tuples
@@ -548,6 +602,8 @@ class Limiter:
         exempt_when: Callable[[], bool] | None = None,
         override_defaults: bool = True,
         cost: Cost = 1,
+        deduct_when: Callable[[Response], bool] | None = None,
+        on_breach: Callable[[RateLimitExceeded], Any] | None = None,
     ) -> Callable[[_Target], _Target]:
         """Limit a view (or every view of a blueprint), per route and per client.
 
@@ -563,6 +619,12 @@ class Limiter:
             exempt_when: When it returns true, this limit does not apply.
             override_defaults: ``False`` keeps the default limits on this route too.
             cost: What a request costs: an int, or a function returning one (0: not counted).
+            deduct_when: A function of the response: the request is counted only when it
+                returns true (e.g. ``lambda response: response.status_code >= 400`` counts
+                failed logins only). The limit is still checked before the view runs.
+            on_breach: Called with the :class:`RateLimitExceeded` when this limit rejects; a
+                return value other than ``None`` is the response (made with
+                ``app.make_response``) instead of the 429 (default: the limiter's).
 
         Returns:
             A decorator returning what it decorates, unchanged.
@@ -580,6 +642,8 @@ class Limiter:
             exempt_when=exempt_when,
             error_message=error_message,
             key_func=key_func,
+            deduct_when=deduct_when,
+            on_breach=on_breach,
         )
         return self._declare(_Declared(spec, shared=False, override_defaults=override_defaults))
 
@@ -595,6 +659,8 @@ class Limiter:
         exempt_when: Callable[[], bool] | None = None,
         override_defaults: bool = True,
         cost: Cost = 1,
+        deduct_when: Callable[[Response], bool] | None = None,
+        on_breach: Callable[[RateLimitExceeded], Any] | None = None,
     ) -> Callable[[_Target], _Target]:
         """A limit shared by a group of views: their requests count together, per client.
 
@@ -616,6 +682,8 @@ class Limiter:
             exempt_when: As for :meth:`limit`.
             override_defaults: As for :meth:`limit`.
             cost: As for :meth:`limit`.
+            deduct_when: As for :meth:`limit`.
+            on_breach: As for :meth:`limit`.
 
         Returns:
             A decorator returning what it decorates, unchanged.
@@ -635,6 +703,8 @@ class Limiter:
             exempt_when=exempt_when,
             error_message=error_message,
             key_func=key_func,
+            deduct_when=deduct_when,
+            on_breach=on_breach,
         )
         return self._declare(_Declared(spec, shared=True, override_defaults=override_defaults))
 
@@ -687,7 +757,7 @@ class Limiter:
     # finds the app's state in the registry its hook was made with, and the work that does not
     # depend on the request is done once per endpoint and method, in the plan.
 
-    def _check_request(self, registry: dict[Limiter, _AppState]) -> None:
+    def _check_request(self, registry: dict[Limiter, _AppState]) -> Response | None:
         """Decide the request before its view runs (a ``before_request`` hook).
 
         ``registry`` holds the limiters of the app the hook was registered on.
@@ -695,12 +765,15 @@ class Limiter:
         current = _current_request()
         state = registry.get(self)
         endpoint = current.endpoint
-        if state is None or not state.enabled or endpoint is None:
-            return  # no route: a 404 (or 405) is not counted, as in Flask-Limiter
-        if endpoint == "static" or endpoint.endswith(".static"):
-            return
-        if self._filters and any(function() for function in self._filters):
-            return
+        if (
+            state is None
+            or not state.enabled
+            or endpoint is None  # no route: a 404 (or 405) is not counted, as in Flask-Limiter
+            or endpoint == "static"
+            or endpoint.endswith(".static")
+            or (self._filters and any(function() for function in self._filters))
+        ):
+            return None
         method = current.method
         if state.version != self._version:  # a declaration since: the plans are made again
             state.plans = {}
@@ -717,19 +790,33 @@ class Limiter:
             )
             key = self._keys.get(value) if type(value) is str else None
             decision = fixed.limiter.hit(key or self._key_of(key_func, value), fixed.cost)
-            policy = fixed.policy
-            message = fixed.messages.get(decision.rate) if fixed.messages else None
+            current.environ[self._environ_key] = (decision, fixed.policy, state)
+            if decision.allowed:
+                return None
+            owner = fixed.owners.get(decision.rate) if fixed.owners else None
         else:
             outcome = self._decide(state, plan.specs, method) if plan.specs else None
             if outcome is None:
-                return
-            decision, rates, message = outcome
-            policy = rate_limit_policy(rates)
-        current.environ[self._environ_key] = (decision, policy, state)
-        if not decision.allowed:
-            body, content_type = rejection_body(decision, current.headers.get("Accept"), message)
-            response = Response(body, status=429, content_type=content_type)
-            raise RateLimitExceeded(decision, message, response)
+                return None
+            decision, rates, owner = outcome
+            current.environ[self._environ_key] = (decision, rate_limit_policy(rates), state)
+            if decision.allowed:
+                return None
+        return self._reject(current, decision, owner)
+
+    def _reject(self, current: Request, decision: Decision, owner: LimitSpec | None) -> Response:
+        """Answer a rejected request: ``on_breach``'s response, else raise the 429."""
+        message = owner.error_message if owner is not None else None
+        body, content_type = rejection_body(decision, current.headers.get("Accept"), message)
+        error = RateLimitExceeded(
+            decision, message, Response(body, status=429, content_type=content_type)
+        )
+        on_breach = owner.on_breach if owner is not None and owner.on_breach else self._on_breach
+        if on_breach is not None:
+            answer = on_breach(error)
+            if answer is not None:
+                return current_app.make_response(answer)
+        raise error
 
     def _make_plan(self, state: _AppState, endpoint: str, method: str) -> _Plan:
         specs = self._resolve(state, endpoint, method)
@@ -748,7 +835,12 @@ class Limiter:
         counted: list[tuple[LimitSpec, tuple[Rate, ...], int]] = []
         for spec, rates in specs:
             cost = spec.cost
-            if rates is None or spec.exempt_when is not None or not isinstance(cost, int):
+            if (
+                rates is None
+                or spec.exempt_when is not None
+                or spec.deduct_when is not None
+                or not isinstance(cost, int)
+            ):
                 return None
             if cost != 0:  # a cost of 0 is not counted
                 counted.append((spec, rates, cost))
@@ -761,19 +853,23 @@ class Limiter:
             for spec, _, spec_cost in counted
         ):
             return None
-        # As _decide makes it: every rate once, in order; a rate's message is its first spec's.
+        # As _decide makes it: every rate once, in order; a rate's owner is its first spec.
         rates = tuple(dict.fromkeys(rate for _, spec_rates, _ in counted for rate in spec_rates))
-        messages: dict[Rate, str | None] = {}
+        owners: dict[Rate, LimitSpec] = {}
         for spec, spec_rates, _ in counted:
             for rate in spec_rates:
-                messages.setdefault(rate, spec.error_message)
+                owners.setdefault(rate, spec)
         return _Fixed(
             key_func=key_func,
             cost=cost,
             rates=rates,
             policy=rate_limit_policy(rates),
             limiter=state.engine.limiter(rates),
-            messages={rate: text for rate, text in messages.items() if text is not None},
+            owners={
+                rate: spec
+                for rate, spec in owners.items()
+                if spec.error_message is not None or spec.on_breach is not None
+            },
         )
 
     def _resolve(self, state: _AppState, endpoint: str, method: str) -> tuple[LimitSpec, ...]:
@@ -829,10 +925,12 @@ class Limiter:
 
         Specs with another key function or cost than the rest cannot share their decision;
         their groups are decided one after another and the first rejection stops the rest (the
-        groups decided before it keep their counts).
+        groups decided before it keep their counts). Specs with ``deduct_when`` are checked
+        first, counting nothing; what they count is counted after the response, if their
+        predicate holds for it.
         """
-        groups: dict[tuple[str, int], list[Rate]] = {}
-        messages: dict[Rate, str | None] = {}
+        groups: dict[tuple[str, int, Callable[[Response], bool] | None], list[Rate]] = {}
+        owners: dict[Rate, LimitSpec] = {}
         keys: dict[KeyFunc, str] = {}
         for spec, fixed in specs:
             if spec.exempt_when is not None and spec.exempt_when():
@@ -845,22 +943,41 @@ class Limiter:
             if key is None:
                 key = keys[function] = self._key(function)
             rates = spec.rates(method) if fixed is None else fixed
-            groups.setdefault((key, cost), []).extend(rates)
+            groups.setdefault((key, cost, spec.deduct_when), []).extend(rates)
             for rate in rates:
-                messages.setdefault(rate, spec.error_message)
+                owners.setdefault(rate, spec)
         binding: Decision | None = None
         decided: list[Rate] = []
-        for (key, cost), grouped in groups.items():
+        deferred: list[_Deferred] = []
+        # The checks first (they count nothing), then the groups counted now.
+        for (key, cost, deduct_when), grouped in sorted(
+            groups.items(), key=lambda item: item[0][2] is None
+        ):
             together = tuple(dict.fromkeys(grouped))
             decided.extend(together)
-            decision = state.engine.decide(key, together, cost)
+            limiter = state.engine.limiter(together)
+            if deduct_when is None:
+                decision = limiter.hit(key, cost)
+            else:
+                decision = limiter.peek(key, cost)
+                deferred.append((deduct_when, limiter, key, cost))
             if binding is None or not decision.allowed or decision.remaining < binding.remaining:
                 binding = decision
             if not decision.allowed:
                 break
         if binding is None:
             return None
-        return binding, tuple(dict.fromkeys(decided)), messages.get(binding.rate)
+        if deferred and binding.allowed:
+            after_this_request(functools.partial(_deduct, deferred))
+        return binding, tuple(dict.fromkeys(decided)), owners.get(binding.rate)
+
+
+def _deduct(deferred: list[_Deferred], response: Response) -> Response:
+    """Count the ``deduct_when`` groups whose predicate holds for ``response`` (after it)."""
+    for deduct_when, limiter, key, cost in deferred:
+        if deduct_when(response):
+            limiter.hit(key, cost)
+    return response
 
 
 class _HeaderWriter:
@@ -897,9 +1014,11 @@ def _with_headers(headers: list[tuple[str, str]], decided: _Decided) -> list[tup
     ours = rate_limit_headers(decision, (), legacy=state.legacy_headers, policy=policy)
     if not state.headers_enabled:
         ours = [(name, value) for name, value in ours if name == "Retry-After"]
+    if state.renamed:
+        renamed = state.renamed
+        ours = [(renamed.get(name, name), value) for name, value in ours]
+    replaced = state.replaced
     for name, _ in headers:
-        if name.lower() in _HEADER_NAMES:  # one to replace: drop every one of those names
-            return [
-                (name, value) for name, value in headers if name.lower() not in _HEADER_NAMES
-            ] + ours
+        if name.lower() in replaced:  # one to replace: drop every one of those names
+            return [(name, value) for name, value in headers if name.lower() not in replaced] + ours
     return headers + ours
