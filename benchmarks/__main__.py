@@ -7,15 +7,36 @@ from __future__ import annotations
 
 import argparse
 import sys
+from types import ModuleType
 
 try:
-    from benchmarks import adaptive, breaker, breaker_redis, ratelimit, retry, web
+    from benchmarks import adaptive, breaker, breaker_redis, bulkhead, ratelimit, retry, web
 except ImportError as error:
     sys.exit(
         f"python -m benchmarks cannot import {error.name!r}: it needs buttress and the peer"
         " libraries of the 'bench' extra. Run it from the repository root after"
         " `pip install -e '.[bench]'`, or with PYTHONPATH=src and the peers installed."
     )
+
+# name -> (module with add_arguments(parser) and run(args), one line of help)
+BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
+    "retry": (retry, "retry decorators: success path and fail, fail, succeed"),
+    "ratelimit": (
+        ratelimit,
+        "rate limiters in memory and on Redis: admitted, rejected, cached, 8 processes",
+    ),
+    "breaker": (breaker, "circuit breakers: success path and rejection while open, sync and async"),
+    "breaker-redis": (
+        breaker_redis,
+        "circuit breakers sharing state on Redis: closed, failing and open, in PINGs",
+    ),
+    "web": (web, "Flask under gunicorn and FastAPI under uvicorn with wrk: limiter / no limiter"),
+    "adaptive": (adaptive, "adaptive concurrency limits against fixed ones: a simulated load step"),
+    "bulkhead": (
+        bulkhead,
+        "bulkhead acquire/release against bare threading and asyncio semaphores",
+    ),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,51 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         description="Measure buttress side by side with its peers, in one run.",
     )
     commands = parser.add_subparsers(dest="benchmark", required=True)
-    retry.add_arguments(
-        commands.add_parser("retry", help="retry decorators: success path and fail, fail, succeed")
-    )
-    ratelimit.add_arguments(
-        commands.add_parser(
-            "ratelimit",
-            help="rate limiters in memory and on Redis: admitted, rejected, cached, 8 processes",
-        )
-    )
-    breaker.add_arguments(
-        commands.add_parser(
-            "breaker",
-            help="circuit breakers: success path and rejection while open, sync and async",
-        )
-    )
-    breaker_redis.add_arguments(
-        commands.add_parser(
-            "breaker-redis",
-            help="circuit breakers sharing state on Redis: closed, failing and open, in PINGs",
-        )
-    )
-    web.add_arguments(
-        commands.add_parser(
-            "web",
-            help="Flask under gunicorn and FastAPI under uvicorn with wrk: limiter / no limiter",
-        )
-    )
-    adaptive.add_arguments(
-        commands.add_parser(
-            "adaptive",
-            help="adaptive concurrency limits against fixed ones: a simulated load step",
-        )
-    )
+    for name, (module, summary) in BENCHMARKS.items():
+        module.add_arguments(commands.add_parser(name, help=summary))
     args = parser.parse_args(argv)
-    if args.benchmark == "adaptive":
-        return adaptive.run(args)
-    if args.benchmark == "web":
-        return web.run(args)
-    if args.benchmark == "breaker-redis":
-        return breaker_redis.run(args)
-    if args.benchmark == "breaker":
-        return breaker.run(args)
-    if args.benchmark == "ratelimit":
-        return ratelimit.run(args)
-    return retry.run(args)
+    code: int = BENCHMARKS[args.benchmark][0].run(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ FRONTS = [
     "buttress.storage",
     "buttress.breaker",
     "buttress.adaptive",
+    "buttress.bulkhead",
+    "buttress.timeout",
+    "buttress.fallback",
 ]
 
 

@@ -85,7 +85,37 @@ class CircuitOpen(Rejected):
 
 
 class BulkheadFull(Rejected):
-    """A bulkhead has no free slot and no free place in its queue."""
+    """A bulkhead has no free slot and no free place in its queue (or waited too long for one).
+
+    Args:
+        message: What happened, for people.
+        name: The name of the bulkhead that refused.
+        retry_after: Seconds after which a slot may be free, when known (usually not).
+        limit: The bulkhead's size: the most calls it runs at once.
+        in_use: The slots taken when the call was refused.
+        waiting: The callers waiting for a slot when the call was refused.
+        reason: ``"full"`` (no slot, no place to wait), ``"wait-timeout"`` (waited the longest
+            allowed), ``"deadline"`` (the enclosing deadline came first) or ``"too-many-keys"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str | None = None,
+        retry_after: float | None = None,
+        limit: int | None = None,
+        in_use: int | None = None,
+        waiting: int | None = None,
+        reason: str = "full",
+    ) -> None:
+        Exception.__init__(self, message)  # not super(): rejections are built on hot paths
+        self.name = name
+        self.retry_after = retry_after
+        self.limit = limit
+        self.in_use = in_use
+        self.waiting = waiting
+        self.reason = reason
 
 
 class RetryExhausted(ButtressError):

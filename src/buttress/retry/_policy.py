@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from buttress import _events
 from buttress._clock import Clock, active_wait_recorder, check_clock, system_clock
+from buttress._deadline import Deadline, current_deadline
 from buttress._errors import RetryBudgetExhausted, RetryExhausted, StopReason
 from buttress._events import Listener, check_listeners, emit
 from buttress._types import (
@@ -78,7 +79,16 @@ def _check_callable(value: object, name: str) -> None:
 class _CallState:
     """What one call through a policy has done so far (never shared between calls)."""
 
-    __slots__ = ("attempt", "previous", "reason", "skipped", "start", "target", "waited")
+    __slots__ = (
+        "attempt",
+        "deadline",
+        "previous",
+        "reason",
+        "skipped",
+        "start",
+        "target",
+        "waited",
+    )
 
     def __init__(self, start: float, target: str) -> None:
         self.start = start
@@ -88,6 +98,7 @@ class _CallState:
         self.skipped = 0.0  # waits skipped by testing.instant_waits(), counted as elapsed
         self.previous = 0.0  # the last backoff, for decorrelated jitter
         self.reason: StopReason | None = None
+        self.deadline: Deadline | None = None  # the enclosing deadline, when it stopped the call
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -102,7 +113,10 @@ class Retry:
         attempts: The total number of tries, first included (``>= 1``), or ``None`` for no limit
             on the count (then ``timeout`` usually bounds the call).
         timeout: The total time budget in seconds, waits included: a wait that would end past it
-            is not started, and the last failure is raised at once. ``None`` for no limit.
+            is not started, and the last failure is raised at once. ``None`` for no limit. The
+            deadline of an enclosing :class:`~buttress.timeout.TimeLimit` (see
+            :func:`~buttress.timeout.current_deadline`) is honoured the same way, whatever this
+            says; the stop reason is then ``"timeout"`` too.
         wait: The delay between attempts: a :class:`Wait` or a fixed number of seconds (``0``
             retries at once without calling ``sleep``). Defaults to exponential backoff from
             0.1 s, doubling, capped at 10 s, with full jitter.
@@ -208,6 +222,12 @@ class Retry:
         delay = min(delay, self._max_wait)
         if self._timeout is not None and elapsed + delay >= self._timeout:
             return self._stop(state, "timeout", elapsed, error, result)
+        deadline = current_deadline()
+        # An enclosing time limit (buttress.timeout): a wait that ends at or past its deadline
+        # leaves no time for the attempt after it. Skipped test waits count as time passed.
+        if deadline is not None and delay >= deadline.remaining() - state.skipped:
+            state.deadline = deadline
+            return self._stop(state, "timeout", elapsed, error, result)
         if self.budget is not None and not self.budget.try_withdraw():
             return self._stop(state, "budget", elapsed, error, result)
         state.previous = backoff
@@ -293,7 +313,12 @@ class Retry:
                 )
             return True, error
         how = f"gave up after {_plural(state.attempt)} in {elapsed:.2f} s"
-        if reason == "timeout":
+        if reason == "timeout" and state.deadline is not None:
+            how += (
+                f" (the next attempt would pass the deadline of {state.deadline.name}, "
+                f"{state.deadline.timeout:g} s)"
+            )
+        elif reason == "timeout":
             how += f" (the next attempt would pass the timeout of {self._timeout:g} s)"
         elif reason == "budget":
             how += " (the retry budget is exhausted)"
