@@ -10,7 +10,16 @@ import sys
 from types import ModuleType
 
 try:
-    from benchmarks import adaptive, breaker, breaker_redis, bulkhead, ratelimit, retry, web
+    from benchmarks import (
+        adaptive,
+        breaker,
+        breaker_redis,
+        bulkhead,
+        pipeline,
+        ratelimit,
+        retry,
+        web,
+    )
 except ImportError as error:
     sys.exit(
         f"python -m benchmarks cannot import {error.name!r}: it needs buttress and the peer"
@@ -32,6 +41,10 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     ),
     "web": (web, "Flask under gunicorn and FastAPI under uvicorn with wrk: limiter / no limiter"),
     "adaptive": (adaptive, "adaptive concurrency limits against fixed ones: a simulated load step"),
+    "pipeline": (
+        pipeline,
+        "timeout + retry + breaker + bulkhead as one pipeline: against its parts and tenacity",
+    ),
     "bulkhead": (
         bulkhead,
         "bulkhead acquire/release against bare threading and asyncio semaphores",

@@ -19,6 +19,7 @@ FRONTS = [
     "buttress.bulkhead",
     "buttress.timeout",
     "buttress.fallback",
+    "buttress.pipeline",
 ]
 
 

@@ -72,6 +72,14 @@ from buttress.bulkhead import (
     bulkhead,
 )
 from buttress.fallback import Fallback, FallbackUsed, fallback
+from buttress.pipeline import (
+    Pipeline,
+    PipelineOrderWarning,
+    Pipelines,
+    keyed,
+    limited,
+    pipeline,
+)
 from buttress.ratelimit import (
     ALGORITHMS,
     Algorithm,
@@ -175,6 +183,9 @@ __all__ = [
     "MemoryStorage",
     "OnStoreError",
     "Permit",
+    "Pipeline",
+    "PipelineOrderWarning",
+    "Pipelines",
     "Rate",
     "RateLimitDecided",
     "RateLimited",
@@ -218,7 +229,10 @@ __all__ = [
     "current_deadline",
     "deadline",
     "fallback",
+    "keyed",
+    "limited",
     "parse_rates",
+    "pipeline",
     "remaining",
     "remove_listener",
     "retry",
