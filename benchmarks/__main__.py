@@ -15,6 +15,8 @@ try:
         breaker,
         breaker_redis,
         bulkhead,
+        events,
+        http,
         pipeline,
         ratelimit,
         retry,
@@ -44,6 +46,14 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "pipeline": (
         pipeline,
         "timeout + retry + breaker + bulkhead as one pipeline: against its parts and tenacity",
+    ),
+    "events": (
+        events,
+        "events: success path with no listener, a no-op one, Prometheus, OpenTelemetry",
+    ),
+    "http": (
+        http,
+        "httpx with the resilient transport against bare httpx, and a retry storm vs tenacity",
     ),
     "bulkhead": (
         bulkhead,

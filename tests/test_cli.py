@@ -48,9 +48,11 @@ class TestCommandLine:
         # Same attempts, waits and outcomes; only measured elapsed times may differ by a few ms.
         assert _untimed(first) == _untimed(second)
 
-    def test_bare_demo_runs_every_scenario(self, capsys):
-        assert main(["demo"]) == 0
-        assert "=== buttress demo retry" in capsys.readouterr().out
+    def test_demo_chapter_runs_the_three_chapter_scenarios(self, capsys):
+        assert main(["demo", "chapter"]) == 0
+        out = capsys.readouterr().out
+        for name in ("retry", "breaker", "throttling"):
+            assert f"=== buttress demo {name}" in out
 
     def test_installed_console_script(self):
         script = Path(sys.executable).parent / "buttress"

@@ -63,12 +63,12 @@ class TestTheDemo:
         ]:
             assert sentence in explanation
 
-    def test_bare_demo_runs_it_too(self, capsys, monkeypatch):
+    def test_demo_chapter_runs_it_too(self, capsys, monkeypatch):
         assert DEMOS["breaker"][1] is circuit_breaker.main
         title, _ = DEMOS["breaker"]
         fast = (title, lambda seed: circuit_breaker.main(seed, clock=FakeClock()))
         monkeypatch.setitem(DEMOS, "breaker", fast)
-        assert main(["demo"]) == 0
+        assert main(["demo", "chapter"]) == 0
         output = capsys.readouterr().out
         assert "=== buttress demo retry" in output
         assert "=== buttress demo breaker" in output
@@ -94,7 +94,7 @@ class TestTheDemo:
             main(["demo", "--help"])
         help_text = " ".join(capsys.readouterr().out.split())  # as argparse wraps it
         assert "breaker: the chapter's fragile function" in help_text
-        assert "(retry, breaker, throttling)" in help_text
+        assert "(outage, retry, breaker, throttling, chapter)" in help_text
 
 
 class TestTheRun:

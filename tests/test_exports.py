@@ -20,6 +20,8 @@ FRONTS = [
     "buttress.timeout",
     "buttress.fallback",
     "buttress.pipeline",
+    "buttress.chaos",
+    "buttress.hedge",
 ]
 
 

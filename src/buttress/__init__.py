@@ -71,7 +71,9 @@ from buttress.bulkhead import (
     ThreadPoolStats,
     bulkhead,
 )
+from buttress.chaos import ChaosInjected, ChaosPolicy
 from buttress.fallback import Fallback, FallbackUsed, fallback
+from buttress.hedge import Hedge
 from buttress.pipeline import (
     Pipeline,
     PipelineOrderWarning,
@@ -159,6 +161,8 @@ __all__ = [
     "BulkheadStats",
     "ButtressError",
     "CallOutcome",
+    "ChaosInjected",
+    "ChaosPolicy",
     "CircuitBreaker",
     "CircuitOpen",
     "Clock",
@@ -173,6 +177,7 @@ __all__ = [
     "FallbackUsed",
     "Gradient2",
     "Guard",
+    "Hedge",
     "Jitter",
     "KeyedBulkhead",
     "LimitAlgorithm",

@@ -16,6 +16,9 @@ listener registered (on it or globally) builds none.
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
+import enum
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +34,7 @@ __all__ = [
     "add_listener",
     "check_listeners",
     "emit",
+    "event_fields",
     "global_listeners",
     "remove_listener",
 ]
@@ -69,9 +73,12 @@ class LoggingListener:
     """Log events with the standard :mod:`logging` module.
 
     Each event is logged on its own logger (``buttress.retry`` for retry events, ...) at its own
-    level, with the event object in the record's ``buttress_event`` attribute so that structured
-    handlers can use its fields. One instance always listens to every policy; the loggers carry a
-    :class:`logging.NullHandler`, so nothing appears unless logging is configured.
+    level, with the event object in the record's ``buttress_event`` attribute, its class name in
+    ``buttress_event_type``, and its fields flattened by :func:`event_fields` into plain
+    ``buttress_<field>`` attributes (``buttress_policy``, ``buttress_attempt``, ...), so that
+    JSON formatters and structlog's ``ExtraAdder`` see them without knowing the event classes.
+    One instance always listens to every policy; the loggers carry a :class:`logging.NullHandler`,
+    so nothing appears unless logging is configured.
     """
 
     __slots__ = ("_loggers",)
@@ -87,10 +94,69 @@ class LoggingListener:
             logger = self._loggers.setdefault(name, logging.getLogger(name))
         level = event.log_level
         if logger.isEnabledFor(level):
-            logger.log(level, event.describe(), extra={"buttress_event": event})
+            # Built only here, once the record will be made: an unlogged event costs nothing more.
+            extra: dict[str, object] = event_fields(event)
+            extra["buttress_event"] = event
+            extra["buttress_event_type"] = type(event).__name__
+            logger.log(level, event.describe(), extra=extra)
 
     def __repr__(self) -> str:
         return "LoggingListener()"
+
+
+_REPR_LIMIT = 200
+
+
+def _type_name(error: BaseException) -> str:
+    cls = type(error)
+    if cls.__module__ == builtins.__name__:
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _flatten(fields: dict[str, object], key: str, value: object, sep: str, depth: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, enum.Enum):
+        fields[key] = value.value
+    elif isinstance(value, (bool, int, float, str)):
+        fields[key] = value
+    elif isinstance(value, BaseException):
+        fields[f"{key}{sep}type"] = _type_name(value)
+        fields[f"{key}{sep}message"] = str(value)
+    elif (
+        depth == 0
+        and dataclasses.is_dataclass(value)
+        and not isinstance(value, type)
+        and type(value).__module__.startswith("buttress.")  # a Decision, never a user's result
+    ):
+        for field in dataclasses.fields(value):
+            _flatten(fields, f"{key}{sep}{field.name}", getattr(value, field.name), sep, 1)
+    else:
+        text = str(value) if depth else repr(value)
+        fields[key] = text if len(text) <= _REPR_LIMIT else f"{text[: _REPR_LIMIT - 3]}..."
+
+
+def event_fields(event: Event, prefix: str = "buttress_", sep: str = "_") -> dict[str, object]:
+    """Flatten an event's fields into plain values, for structured logs and span attributes.
+
+    Every value is a ``str``, ``int``, ``float`` or ``bool``: enums give their value, an exception
+    gives ``<name><sep>type`` (its class, qualified unless built in) and ``<name><sep>message``, a
+    buttress value object (a rate limiter's decision) gives one entry per field, anything else
+    (a result) its ``repr`` cut to 200 characters. Fields that are ``None`` are left out.
+
+    Args:
+        event: The event.
+        prefix: Put before every name (``"buttress_"``: ``buttress_policy``, ...).
+        sep: Joins the parts of nested names (``buttress_decision_allowed``).
+
+    Returns:
+        A new dict, in the order of the event's fields.
+    """
+    fields: dict[str, object] = {}
+    for field in dataclasses.fields(event):
+        _flatten(fields, f"{prefix}{field.name}", getattr(event, field.name), sep, 0)
+    return fields
 
 
 _logging_listener = LoggingListener()

@@ -1,7 +1,10 @@
-"""The scenarios behind ``buttress demo``: the chapter's examples, runnable and explained.
+"""The scenarios behind ``buttress demo``: an outage, live, and the chapter's examples.
 
-``buttress demo NAME`` runs one; ``buttress demo`` runs them all. Each scenario is a module here
-with a ``main(seed)`` function; the ``examples/`` folder of the repository links to the same files.
+``buttress demo`` runs the outage scenario (:mod:`buttress.demo.outage`: two clients of a flaky
+service, naive and protected, side by side); ``buttress demo NAME...`` runs the named ones, e.g.
+the chapter's ``retry``, ``breaker`` and ``throttling``, and ``buttress demo chapter`` those three.
+Each chapter scenario is a module here with a ``main(seed)`` function; the ``examples/`` folder
+of the repository links to the same files.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import Callable
 
 from buttress.demo import circuit_breaker, retry_database_connection, throttling_flaskapp
 
-__all__ = ["DEMOS", "run"]
+__all__ = ["CHAPTER", "DEMOS", "run"]
 
 DEMOS: dict[str, tuple[str, Callable[[int], None]]] = {
     "retry": (
@@ -26,11 +29,13 @@ DEMOS: dict[str, tuple[str, Callable[[int], None]]] = {
         throttling_flaskapp.main,
     ),
 }
-"""Scenario name -> (what it shows, its ``main(seed)``)."""
+"""The chapter's scenarios: name -> (what it shows, its ``main(seed)``)."""
+
+CHAPTER = tuple(DEMOS)
 
 
 def run(names: list[str], seed: int) -> None:
-    """Run the named scenarios (all of them if ``names`` is empty), one after another.
+    """Run the chapter's named scenarios (all three if ``names`` is empty), one after another.
 
     Raises:
         KeyError: If a name is not a scenario.
