@@ -466,3 +466,91 @@ class TestWaitingTasks:
             b(gen)
         with pytest.raises(TypeError, match="callables"):
             b(3)  # type: ignore[arg-type]
+
+
+class TestDecoratorFastPath:
+    """The decorator takes a free slot inline and hands it on inline: waiters still come first."""
+
+    def test_a_decorated_call_hands_its_slot_to_a_waiting_thread(self):
+        b = Bulkhead(1, max_waiting=1)
+        inside, leave = threading.Event(), threading.Event()
+
+        @b
+        def hold() -> str:
+            inside.set()
+            leave.wait(5)
+            return "held"
+
+        results: list[object] = []
+        holder = threading.Thread(target=lambda: results.append(hold()))
+        holder.start()
+        assert inside.wait(5)
+        waiter = threading.Thread(target=lambda: results.append(b.call(lambda: "waited")))
+        waiter.start()
+        wait_until(lambda: b.waiting == 1)
+        leave.set()
+        holder.join(5)
+        waiter.join(5)
+        assert results == ["held", "waited"]
+        assert_drained(b)
+
+    def test_a_decorated_call_waits_when_full_and_may_be_refused(self):
+        b = Bulkhead(1, max_waiting=1, max_wait=0.01)
+        held = b.acquire()
+
+        @b
+        def work() -> int:
+            assert b.in_use == 1
+            return 7
+
+        with pytest.raises(BulkheadFull, match=r"no slot freed within 0\.01 s"):
+            work()
+        threading.Timer(0.02, held.release).start()
+        b.max_wait = 5.0
+        assert work() == 7
+        assert_drained(b)
+
+    async def test_async_decorated_calls_queue_and_hand_on(self):
+        b = Bulkhead(1, max_waiting=5)
+        order: list[int] = []
+        gate = asyncio.Event()
+
+        @b
+        async def work(n: int) -> int:
+            order.append(n)
+            if n == 0:
+                await gate.wait()
+            return n
+
+        first = asyncio.create_task(work(0))
+        await asyncio.sleep(0)
+        rest = [asyncio.create_task(work(n)) for n in (1, 2, 3)]
+        await asyncio.sleep(0)
+        assert b.waiting == 3
+        gate.set()
+        assert await asyncio.gather(first, *rest) == [0, 1, 2, 3]
+        assert order == [0, 1, 2, 3]
+        assert_drained(b)
+
+    async def test_async_decorated_call_releases_on_error_and_cancellation(self):
+        b = Bulkhead(1)
+        started = asyncio.Event()
+
+        @b
+        async def stuck() -> None:
+            started.set()
+            await asyncio.sleep(10)
+
+        @b
+        async def boom() -> None:
+            raise KeyError("x")
+
+        with pytest.raises(KeyError):
+            await boom()
+        task = asyncio.create_task(stuck())
+        await started.wait()
+        assert b.in_use == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert_drained(b)

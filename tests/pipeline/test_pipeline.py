@@ -222,6 +222,56 @@ class TestCall:
         assert resilient.call(Doubler(), 4) == 8
         assert len(resilient._sync) == 0
 
+    def test_the_id_lookup_goes_with_its_function(self):
+        resilient = Pipeline(Retry(attempts=2, wait=0))
+
+        def work() -> int:
+            return 1
+
+        assert resilient.call(work) == 1
+        assert list(resilient._sync_ids) == [id(work)]
+        assert resilient._sync_ids[id(work)][1] is resilient._sync[work]
+        del work
+        gc.collect()
+        assert resilient._sync_ids == {}
+
+    def test_an_id_entry_of_another_object_is_not_used(self):
+        resilient = Pipeline(Retry(attempts=2, wait=0))
+
+        def work() -> str:
+            return "mine"
+
+        def other() -> str:
+            return "other's"
+
+        resilient.call(other)
+        # As if `work` had been given the id of a function the lookup still knows.
+        resilient._sync_ids[id(work)] = resilient._sync_ids[id(other)]
+        assert resilient.call(work) == "mine"
+        assert resilient._sync_ids[id(work)][0]() is work
+
+    def test_bound_methods_are_found_by_their_function(self):
+        resilient = Pipeline(Retry(attempts=2, wait=0))
+
+        class Greeter:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def greet(self) -> str:
+                return self.name
+
+            async def agreet(self) -> str:
+                return self.name
+
+        assert [resilient.call(Greeter(name).greet) for name in "abc"] == ["a", "b", "c"]
+        assert list(resilient._sync_ids) == [id(Greeter.greet)]
+
+        async def both() -> list[str]:
+            return [await resilient.acall(Greeter(name).agreet) for name in "xy"]
+
+        assert asyncio.run(both()) == ["x", "y"]
+        assert list(resilient._async_ids) == [id(Greeter.agreet)]
+
     def test_refuses_coroutine_functions(self):
         async def fetch() -> None:
             return None

@@ -192,3 +192,24 @@ class TestRetryHonoursTheDeadline:
         with deadline(3, clock=clock), pytest.raises(Flaky):
             block()
         assert attempts == 3
+
+
+class TestDeadlineValue:
+    def test_equal_by_value_hashable_and_shown(self):
+        clock = FakeClock()
+        one = Deadline(5.0, clock, 5.0, "req")
+        assert one == Deadline(5.0, clock, 5.0, "req")
+        assert one != Deadline(6.0, clock, 5.0, "req")
+        assert one != (5.0, clock, 5.0, "req")
+        assert len({one, Deadline(5.0, clock, 5.0, "req")}) == 1
+        assert repr(one) == f"Deadline(at=5.0, clock={clock!r}, timeout=5.0, name='req')"
+
+    def test_immutable(self):
+        one = Deadline(5.0, FakeClock(), 5.0, "req")
+        with pytest.raises(AttributeError):
+            one.at = 6.0  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            one.other = 1  # type: ignore[attr-defined]
+        match one:
+            case Deadline(at, _, timeout, name):
+                assert (at, timeout, name) == (5.0, 5.0, "req")

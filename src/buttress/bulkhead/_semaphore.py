@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from buttress import _events
 from buttress._deadline import current_deadline
@@ -34,6 +35,10 @@ from buttress.bulkhead._guard import SlotGuard
 __all__ = ["Bulkhead", "BulkheadPermit", "BulkheadStats", "bulkhead"]
 
 _log = logging.getLogger("buttress.bulkhead")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
 
 _WAITING, _GRANTED, _GONE = 0, 1, 2
 
@@ -203,7 +208,11 @@ class _AsyncAcquire:
         return self._bulkhead._aacquire(self._timeout).__await__()  # noqa: SLF001
 
     async def __aenter__(self) -> BulkheadPermit:
-        self._permit = await self._bulkhead._aacquire(self._timeout)  # noqa: SLF001
+        bulkhead = self._bulkhead
+        if self._timeout is None and bulkhead._take():  # noqa: SLF001 - a free slot: no coroutine
+            self._permit = BulkheadPermit(bulkhead)
+        else:
+            self._permit = await bulkhead._aacquire(self._timeout)  # noqa: SLF001
         return self._permit
 
     async def __aexit__(
@@ -448,6 +457,8 @@ class Bulkhead(SlotGuard):
         Raises:
             BulkheadFull: If no slot was free and the caller could not wait, or the wait ended.
         """
+        if timeout is None and self._take():
+            return BulkheadPermit(self)
         limit, by_deadline = self._wait_limit(timeout)
         with self._lock:
             admitted = self._admit(limit)
@@ -488,6 +499,8 @@ class Bulkhead(SlotGuard):
         return _AsyncAcquire(self, timeout)
 
     async def _aacquire(self, timeout: Duration | None) -> BulkheadPermit:
+        if timeout is None and self._take():
+            return BulkheadPermit(self)
         limit, by_deadline = self._wait_limit(timeout)
         with self._lock:
             admitted = self._admit(limit)
@@ -516,15 +529,84 @@ class Bulkhead(SlotGuard):
                 handle.cancel()
         return self._collect(waiter, limit, by_deadline)
 
-    def _enter(self) -> BulkheadPermit:
+    def _take(self) -> bool:
+        """Take a free slot if there is one (no waiting, no refusal counted): the fast path.
+
+        A free slot means nobody waits: a released slot goes to the first waiter directly.
+        """
         with self._lock:
             if self._in_use < self.max_concurrent:
                 self._in_use += 1
-                return BulkheadPermit(self)
+                return True
+        return False
+
+    def _enter(self) -> BulkheadPermit:
         return self.acquire()
 
     async def _aenter(self) -> BulkheadPermit:
         return await self._aacquire(None)
+
+    # -- the decorator, with the uncontended slot taken and given back inline --------------------
+    #
+    # What _take and _release do for a permit, done here without one: the wrapper holds the slot
+    # itself and its finally clause gives it back exactly once. Only a call that finds no free
+    # slot goes through acquire()/_aacquire() (waiting or refusal) and holds a real permit.
+
+    def _decorate_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
+        bulkhead, lock, waiters = self, self._lock, self._waiters
+        acquire, hand_on, wake = self.acquire, self._next, self._wake
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            with lock:
+                free = bulkhead._in_use < bulkhead.max_concurrent
+                if free:
+                    bulkhead._in_use += 1
+            if not free:
+                with acquire():
+                    return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with lock:
+                    if waiters:
+                        waiter = hand_on()
+                    else:
+                        bulkhead._in_use -= 1
+                        waiter = None
+                if waiter is not None:
+                    wake(waiter)
+
+        return guarded
+
+    def _decorate_async(
+        self, fn: Callable[P, Coroutine[Any, Any, T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        bulkhead, lock, waiters = self, self._lock, self._waiters
+        aacquire, hand_on, wake = self._aacquire, self._next, self._wake
+
+        @functools.wraps(fn)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+            with lock:
+                free = bulkhead._in_use < bulkhead.max_concurrent
+                if free:
+                    bulkhead._in_use += 1
+            if not free:
+                with await aacquire(None):
+                    return await fn(*args, **kwargs)
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                with lock:
+                    if waiters:
+                        waiter = hand_on()
+                    else:
+                        bulkhead._in_use -= 1
+                        waiter = None
+                if waiter is not None:
+                    wake(waiter)
+
+        return guarded
 
 
 bulkhead = Bulkhead

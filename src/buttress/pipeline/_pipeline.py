@@ -7,6 +7,7 @@ import inspect
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from types import MethodType
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, runtime_checkable
 
 from buttress.adaptive import AdaptiveConcurrency
@@ -156,7 +157,17 @@ class Pipeline:
         ValueError: For the same policy twice, or an unknown rule id in ``allow``.
     """
 
-    __slots__ = ("__weakref__", "_async", "_lock", "_sync", "allow", "name", "policies")
+    __slots__ = (
+        "__weakref__",
+        "_async",
+        "_async_ids",
+        "_lock",
+        "_sync",
+        "_sync_ids",
+        "allow",
+        "name",
+        "policies",
+    )
 
     def __init__(
         self,
@@ -189,6 +200,12 @@ class Pipeline:
         self._lock = threading.Lock()
         self._sync: weakref.WeakKeyDictionary[Any, AnyFunction] = weakref.WeakKeyDictionary()
         self._async: weakref.WeakKeyDictionary[Any, AnyFunction] = weakref.WeakKeyDictionary()
+        # The same chains by id(function), looked up first by call()/acall(): a plain dict
+        # lookup and an identity check, where the weak dictionary makes a weak reference per
+        # lookup and the inspect checks cost more than the policies. An entry is dropped when
+        # its function is collected, before its id can be reused.
+        self._sync_ids: dict[int, _Known] = {}
+        self._async_ids: dict[int, _Known] = {}
         if validate:
             warn(check_order(flat), allowed, stacklevel=_stacklevel + 1)
 
@@ -237,6 +254,7 @@ class Pipeline:
     def _chain(
         self,
         cache: weakref.WeakKeyDictionary[Any, AnyFunction],
+        ids: dict[int, _Known],
         key: Any,
         compose: Callable[[Any], AnyFunction],
         weak: Callable[[Any], AnyFunction],
@@ -244,7 +262,8 @@ class Pipeline:
         """The composed chain for ``key`` (a function), made once and kept while it lives.
 
         The chain is composed around ``weak(key)``, a stand-in holding ``key`` weakly, so that
-        the cache entry does not keep its own key alive.
+        the cache entry does not keep its own key alive. It is also entered in ``ids``, the
+        fast lookup of :meth:`call` and :meth:`acall`.
         """
         try:
             chain = cache.get(key)
@@ -254,6 +273,9 @@ class Pipeline:
             chain = compose(weak(key))
             with self._lock:
                 cache[key] = chain
+        known = ids.get(id(key))
+        if known is None or known[0]() is not key:
+            _remember(ids, key, chain)
         return chain
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -270,12 +292,24 @@ class Pipeline:
             Exception: What the outermost policy lets through: ``fn``'s own exception, or a
                 rejection (:class:`~buttress.Rejected`) or :class:`~buttress.Timeout`.
         """
+        ids = self._sync_ids
+        known = ids.get(id(fn))
+        result: R  # (not cast(): a call, in the path this lookup is here to make short)
+        if known is not None and known[0]() is fn:  # a function called before: no checks left
+            result = known[1](*args, **kwargs)
+            return result
+        if type(fn) is MethodType:  # a new object at every attribute access: its function
+            func = fn.__func__
+            known = ids.get(id(func))
+            if known is not None and known[0]() is func:
+                result = known[1](fn.__self__, *args, **kwargs)
+                return result
         if inspect.iscoroutinefunction(fn):
             raise TypeError("call() runs synchronous functions; await pipeline.acall(fn) instead")
-        if inspect.ismethod(fn):  # a bound method is a new object at every attribute access
-            chain = self._chain(self._sync, fn.__func__, self._compose_sync, _weak_sync)
+        if inspect.ismethod(fn):
+            chain = self._chain(self._sync, ids, fn.__func__, self._compose_sync, _weak_sync)
             return cast("R", chain(fn.__self__, *args, **kwargs))
-        chain = self._chain(self._sync, fn, self._compose_sync, _weak_sync)
+        chain = self._chain(self._sync, ids, fn, self._compose_sync, _weak_sync)
         return cast("R", chain(*args, **kwargs))
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -288,16 +322,49 @@ class Pipeline:
             TypeError: If ``fn`` is not callable.
             Exception: As for :meth:`call`.
         """
+        ids = self._async_ids
+        known = ids.get(id(fn))
+        result: T
+        if known is not None and known[0]() is fn:  # a function called before: no checks left
+            result = await known[1](*args, **kwargs)
+            return result
+        if type(fn) is MethodType:  # a new object at every attribute access: its function
+            func = fn.__func__
+            known = ids.get(id(func))
+            if known is not None and known[0]() is func:
+                result = await known[1](fn.__self__, *args, **kwargs)
+                return result
         if not callable(fn):
             raise TypeError(f"acall() needs a callable, got {type(fn).__name__}")
         if inspect.ismethod(fn) and inspect.iscoroutinefunction(fn.__func__):
-            chain = self._chain(self._async, fn.__func__, self._compose_async, _weak_async)
+            chain = self._chain(self._async, ids, fn.__func__, self._compose_async, _weak_async)
             return cast("T", await chain(fn.__self__, *args, **kwargs))
         if inspect.iscoroutinefunction(fn):
-            chain = self._chain(self._async, fn, self._compose_async, _weak_async)
+            chain = self._chain(self._async, ids, fn, self._compose_async, _weak_async)
         else:  # returns an awaitable without being a coroutine function: compose around it
             chain = self._compose_async(_as_coroutine_function(fn))
         return cast("T", await chain(*args, **kwargs))
+
+
+_Known = tuple["weakref.ref[Any]", AnyFunction]
+"""An entry of a pipeline's id-keyed chains: the function (weakly) and its chain."""
+
+
+def _remember(ids: dict[int, _Known], key: Any, chain: AnyFunction) -> None:
+    """Enter ``key``'s chain in ``ids`` under ``id(key)``, for as long as ``key`` lives.
+
+    The weak reference's callback drops the entry when ``key`` is collected, which happens
+    before its id can be given to another object; the identity check at lookup is the guard
+    for the rest (an entry made and replaced by another thread meanwhile).
+    """
+    number = id(key)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        known = ids.get(number)
+        if known is not None and known[0] is ref:
+            del ids[number]
+
+    ids[number] = (weakref.ref(key, forget), chain)
 
 
 def _weak_sync(fn: AnyFunction) -> AnyFunction:

@@ -24,6 +24,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, cast, get_args
 from buttress import _events
 from buttress._clock import Clock, check_clock, system_clock
 from buttress._deadline import Deadline, enter_deadline, reset_deadline
+from buttress._deadline import deadline_var as _deadline_var
 from buttress._errors import Timeout
 from buttress._events import Listener, check_listeners, emit
 from buttress._types import Duration, check_name
@@ -31,6 +32,7 @@ from buttress._types import seconds as _seconds
 from buttress.bulkhead._guard import check_decoratable, target_name
 from buttress.bulkhead._pool import ThreadPoolBulkhead
 from buttress.timeout._events import TimedOut
+from buttress.timeout._timers import FIRED, timer_of
 
 __all__ = ["DeadlineScope", "TimeLimit", "TimeoutMode", "deadline", "timeout"]
 
@@ -125,66 +127,117 @@ class TimeLimit:
         )
 
     # -- drivers --------------------------------------------------------------------------------
+    #
+    # The deadline in force is the enclosing one when it comes no later than this limit's (then
+    # nothing is set: it is already the current deadline), else a new one, set for the call and
+    # reset after it. Each driver is a closure over the limit's settings, read once: the
+    # decorator wraps it once, call()/acall() make one per call.
 
-    def _run_sync(
-        self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any], target: str
-    ) -> R:
-        deadline, token = enter_deadline(self.timeout, self.clock, self.name)
-        try:
-            if deadline.expired:
-                raise self._timed_out(target, deadline, "not started")
-            pool = self.pool
-            if pool is None:
-                return fn(*args, **kwargs)
+    def _thread_driver(
+        self, fn: Callable[..., R], target: str, pool: ThreadPoolBulkhead
+    ) -> Callable[..., R]:
+        """``fn`` run on ``pool``, waited for until the deadline (``mode="thread"``)."""
+        get, set_deadline, reset = _deadline_var.get, _deadline_var.set, _deadline_var.reset
+        limit, clock, name, timed_out = self.timeout, self.clock, self.name, self._timed_out
+
+        def limited(*args: Any, **kwargs: Any) -> R:
+            outer = get()
+            if outer is None or (left := outer.remaining()) > limit:
+                deadline = Deadline(clock.now() + limit, clock, limit, name)
+                token = set_deadline(deadline)
+            elif left <= 0.0:
+                raise timed_out(target, outer, "not started")
+            else:
+                deadline, token = outer, None
             try:
                 return pool.call(fn, *args, **kwargs)
             except Timeout:
                 if deadline.remaining() <= 0:
-                    self._timed_out(target, deadline, "abandoned")  # the event; pool's message
-                raise
-        finally:
-            reset_deadline(token)
-
-    async def _run_async(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        target: str,
-    ) -> T:
-        deadline, token = enter_deadline(self.timeout, self.clock, self.name)
-        try:
-            left = deadline.remaining()
-            if left <= 0:
-                raise self._timed_out(target, deadline, "not started")
-            task = asyncio.current_task()
-            if task is None:
-                raise RuntimeError("an async time limit needs to run in an asyncio task")
-            fired: list[bool] = []  # a list: mypy does not follow a nonlocal flag
-
-            def expire() -> None:
-                fired.append(True)
-                task.cancel()
-
-            handle = asyncio.get_running_loop().call_later(left, expire)
-            try:
-                result = await fn(*args, **kwargs)
-            except asyncio.CancelledError as error:
-                if fired and _uncancel(task):
-                    raise self._timed_out(target, deadline, "cancelled") from error
+                    timed_out(target, deadline, "abandoned")  # for the event; pool's message
                 raise
             finally:
-                handle.cancel()
-            if fired:  # the call swallowed the cancellation and returned: its result stands
-                _uncancel(task)
-            return result
-        finally:
-            reset_deadline(token)
+                if token is not None:
+                    reset(token)
+
+        return limited
+
+    def _cooperative_driver(self, fn: Callable[..., R], target: str) -> Callable[..., R]:
+        """``fn`` run in the caller's thread with the deadline set (``mode="cooperative"``)."""
+        get, set_deadline, reset = _deadline_var.get, _deadline_var.set, _deadline_var.reset
+        limit, clock, name, timed_out = self.timeout, self.clock, self.name, self._timed_out
+        now = clock.now
+
+        def limited(*args: Any, **kwargs: Any) -> R:
+            outer = get()
+            if outer is None or (left := outer.remaining()) > limit:
+                token = set_deadline(Deadline(now() + limit, clock, limit, name))
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    reset(token)
+            if left <= 0.0:
+                raise timed_out(target, outer, "not started")
+            return fn(*args, **kwargs)
+
+        return limited
+
+    def _async_driver(
+        self, fn: Callable[..., Awaitable[T]], target: str
+    ) -> Callable[..., Coroutine[Any, Any, T]]:
+        """``fn`` awaited in the calling task, which is cancelled at the deadline."""
+        get, set_deadline, reset = _deadline_var.get, _deadline_var.set, _deadline_var.reset
+        limit, clock, name, timed_out = self.timeout, self.clock, self.name, self._timed_out
+        now = clock.now
+        get_running_loop, current_task = asyncio.get_running_loop, asyncio.current_task
+
+        async def limited(*args: Any, **kwargs: Any) -> T:
+            outer = get()
+            if outer is None or (left := outer.remaining()) > limit:
+                deadline = Deadline(now() + limit, clock, limit, name)
+                token = set_deadline(deadline)
+                left = limit
+            elif left <= 0.0:
+                raise timed_out(target, outer, "not started")
+            else:
+                deadline, token = outer, None
+            try:
+                loop = get_running_loop()
+                task = current_task(loop)
+                if task is None:
+                    raise RuntimeError("an async time limit needs to run in an asyncio task")
+                # One timer per loop serves every limit (buttress.timeout._timers); the entry's
+                # task slot turns to FIRED when that timer, not someone else, cancelled the task.
+                timer = timer_of(loop)
+                entry = timer.arm(loop, task, loop.time() + left)
+                try:
+                    result = await fn(*args, **kwargs)
+                except asyncio.CancelledError as error:
+                    if entry[2] is FIRED and _uncancel(task):
+                        raise timed_out(target, deadline, "cancelled") from error
+                    raise
+                finally:
+                    timer.disarm(entry)
+                if entry[2] is FIRED:  # the call swallowed the cancellation and returned
+                    _uncancel(task)
+                return result
+            finally:
+                if token is not None:
+                    reset(token)
+
+        return limited
+
+    def _sync_driver(self, fn: Callable[..., R], target: str) -> Callable[..., R]:
+        pool = self.pool
+        if pool is None:
+            return self._cooperative_driver(fn, target)
+        return self._thread_driver(fn, target, pool)
 
     # -- fronts ---------------------------------------------------------------------------------
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (a function, method or ``async def`` coroutine function).
+
+        The limit's settings are read here, once.
 
         Raises:
             TypeError: If ``fn`` is not callable, or is a generator function.
@@ -192,25 +245,10 @@ class TimeLimit:
         check_decoratable(fn, "TimeLimit")
         target = target_name(fn)
         if inspect.iscoroutinefunction(fn):
-            return cast("Callable[P, R]", self._decorate_async(fn, target))
-        run = self._run_sync
-
-        @functools.wraps(fn)
-        def limited(*args: P.args, **kwargs: P.kwargs) -> R:
-            return run(fn, args, kwargs, target)
-
-        return limited
-
-    def _decorate_async(
-        self, fn: Callable[P, Coroutine[Any, Any, T]], target: str
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
-        run = self._run_async
-
-        @functools.wraps(fn)
-        async def limited(*args: P.args, **kwargs: P.kwargs) -> T:
-            return await run(fn, args, kwargs, target)
-
-        return limited
+            driver: Callable[..., Any] = self._async_driver(fn, target)
+        else:
+            driver = self._sync_driver(fn, target)
+        return cast("Callable[P, R]", functools.wraps(fn)(driver))
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the synchronous ``fn(*args, **kwargs)`` under this limit.
@@ -225,7 +263,7 @@ class TimeLimit:
         """
         if inspect.iscoroutinefunction(fn):
             raise TypeError("call() runs synchronous functions; await limit.acall(fn) instead")
-        return self._run_sync(fn, args, kwargs, target_name(fn))
+        return self._sync_driver(fn, target_name(fn))(*args, **kwargs)
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` under this limit, cancelling it at the deadline.
@@ -239,7 +277,7 @@ class TimeLimit:
         """
         if not callable(fn):
             raise TypeError(f"acall() needs a callable, got {type(fn).__name__}")
-        return await self._run_async(fn, args, kwargs, target_name(fn))
+        return await self._async_driver(fn, target_name(fn))(*args, **kwargs)
 
 
 timeout = TimeLimit
