@@ -286,31 +286,54 @@ def _show_plain(tallies: dict[str, Tally], index: int, seconds: float) -> None:
     print(f"t={index + 1:>2}s {phase:<9} | " + " | ".join(parts), flush=True)
 
 
+LIVE_COLUMNS = ("ok", "p99", "retry", "load")  # of each client, side by side
+SERVICE = {"healthy": "up", "outage": "DOWN", "recovered": "up again"}
+
+
 async def _live(tallies: dict[str, Tally], total: int, seconds: float, began: float) -> None:
-    """Redraw a table of the last seconds, every half second, until the run ends."""
-    from rich.console import Group  # noqa: PLC0415 - the live view only
+    """Redraw a table of the last seconds, both clients side by side, until the run ends.
+
+    A second's row fills in as its calls end (a naive call may take 4 s); the summary waits for
+    all of them.
+    """
+    from rich import box  # noqa: PLC0415 - the live view only
     from rich.live import Live  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    def render() -> Group:
-        done = min(total, int(time.monotonic() - began))
-        tables = []
+    def render() -> Table:
+        done = min(total, int(time.monotonic() - began) + 1)
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1),
+            pad_edge=False,
+            collapse_padding=True,
+            title="each second's calls: ok %, p99 latency (ms), retries, load on the service /s",
+            title_justify="left",
+        )
+        table.add_column("t", justify="right", no_wrap=True)
+        table.add_column("service", no_wrap=True, min_width=8)
         for name in CLIENTS:
-            table = Table(title=f"{name} client", title_justify="left", expand=False)
-            for column in ("t", "phase", *COLUMNS):
-                table.add_column(column, justify="right")
-            for index in range(max(0, done - 8), done):
-                tally = tallies[name]
-                table.add_row(
-                    f"{index + 1}s",
-                    phase_at(index + 0.5, seconds),
-                    *_row(tally.second(index), tally.served[index]),
+            for column in LIVE_COLUMNS:
+                heading = name if column == "ok" else column
+                table.add_column(heading, justify="right", no_wrap=True)
+        table.add_column("breaker", no_wrap=True, min_width=9)
+        for index in range(max(0, done - 12), done):
+            cells = [f"{index + 1}s", SERVICE[phase_at(index + 0.5, seconds)]]
+            for name in CLIENTS:
+                row = dict(
+                    zip(
+                        COLUMNS,
+                        _row(tallies[name].second(index), tallies[name].served[index]),
+                        strict=True,
+                    )
                 )
-            tables.append(table)
-        return Group(*tables)
+                cells += [row["ok"], row["p99 ms"], row["retries"], row["load"]]
+            cells.append(tallies["buttress"].second(index).breaker or "-")
+            table.add_row(*cells)
+        return table
 
     with Live(render(), refresh_per_second=4, transient=False) as live:
-        while time.monotonic() - began < total + 0.5:
+        while time.monotonic() - began < total + PLAIN_LAG:
             await asyncio.sleep(0.5)
             live.update(render())
 
