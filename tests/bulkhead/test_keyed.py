@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from buttress import BulkheadFull
-from buttress.bulkhead import BulkheadRejected, KeyedBulkhead
+from buttress.bulkhead import BulkheadRejected, KeyedBulkhead, _keyed
+from buttress.bulkhead._semaphore import _ThreadWaiter
 
 
 class TestKeyedBulkhead:
@@ -100,3 +101,20 @@ class TestKeyedBulkhead:
             keyed.acquire("a")
         assert info.value.reason == "wait-timeout"
         assert keyed.stats()["a"].waiting == 0
+
+    def test_a_slot_freed_while_a_caller_queues_reaches_it(self, monkeypatch):
+        # Given back without a lock after the caller found no free slot, before it queued.
+        keyed = KeyedBulkhead(1, max_waiting=1)
+        held = keyed.acquire("a")
+
+        class Racing(_ThreadWaiter):
+            __slots__ = ()
+
+            def __init__(self) -> None:
+                super().__init__()
+                assert held.release()
+
+        monkeypatch.setattr(_keyed, "_ThreadWaiter", Racing)
+        with keyed.acquire("a", timeout=2):
+            assert keyed.stats()["a"].in_use == 1
+        assert (keyed.stats()["a"].in_use, keyed.stats()["a"].waiting) == (0, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -12,7 +13,14 @@ from datetime import timedelta
 import pytest
 
 from buttress import BulkheadFull, Rejected
-from buttress.bulkhead import Bulkhead, BulkheadPermit, BulkheadRejected, BulkheadStats, bulkhead
+from buttress.bulkhead import (
+    Bulkhead,
+    BulkheadPermit,
+    BulkheadRejected,
+    BulkheadStats,
+    _semaphore,
+    bulkhead,
+)
 from buttress.testing import FakeClock
 from buttress.timeout import deadline
 
@@ -553,4 +561,156 @@ class TestDecoratorFastPath:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert_drained(b)
+
+
+class TestLockFreeSlots:
+    """Real threads on the lock-free fast path, mixed with waiters, timeouts and refusals."""
+
+    @pytest.mark.parametrize(("limit", "queue"), [(1, 0), (3, 0), (3, 4), (4, 40)])
+    def test_stress_never_exceeds_the_limit_and_every_slot_comes_back(self, limit, queue):
+        b = Bulkhead(limit, max_waiting=queue)
+        lock = threading.Lock()
+        inside = [0]
+        peak = [0]
+        outcomes = {"ran": 0, "refused": 0}
+
+        def hold(rng: random.Random) -> None:
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+                assert inside[0] <= limit
+            if rng.random() < 0.3:
+                time.sleep(rng.random() / 2000)  # up to 0.5 ms; else switch threads or not
+            elif rng.random() < 0.5:
+                time.sleep(0)
+            with lock:
+                inside[0] -= 1
+
+        @b
+        def decorated(rng: random.Random) -> None:
+            hold(rng)
+
+        def work(index: int) -> None:
+            rng = random.Random(index)
+            for _ in range(150):
+                how = rng.randrange(4)
+                try:
+                    if how == 0:
+                        decorated(rng)
+                    elif how == 1:
+                        with b.acquire(timeout=rng.choice([None, 0, 0.0005, 0.01])):
+                            hold(rng)
+                    elif how == 2:
+                        permit = b.try_acquire()
+                        if permit is None:
+                            raise BulkheadFull("full", name="b", limit=limit)
+                        try:
+                            hold(rng)
+                        finally:
+                            assert permit.release()
+                            assert not permit.release()
+                    else:
+                        with b.acquire():
+                            if rng.random() < 0.5:
+                                hold(rng)
+                            else:
+                                raise KeyError("raised inside")
+                except BulkheadFull:
+                    with lock:
+                        outcomes["refused"] += 1
+                except KeyError:
+                    pass
+                else:
+                    with lock:
+                        outcomes["ran"] += 1
+
+        run_in_threads(24, work)
+        assert inside[0] == 0
+        assert 1 <= peak[0] <= limit
+        assert outcomes["ran"] > 0
+        assert_drained(b)
+        assert b.idle
+        assert len(b._free) == limit
+
+    def test_releases_racing_waiters_lose_no_wake_up(self):
+        # Many short holders on the fast path and waiters with no timeout: a token given back
+        # while a waiter joins the queue must reach a waiter, or this hangs (timed out below).
+        b = Bulkhead(2, max_waiting=64)
+        done = [0]
+        lock = threading.Lock()
+
+        @b
+        def short() -> None:
+            with lock:
+                done[0] += 1
+
+        def work(index: int) -> None:
+            for _ in range(300):
+                if index % 2:
+                    short()
+                else:
+                    with b.acquire(timeout=None):
+                        time.sleep(0)
+
+        finished = threading.Event()
+
+        def run() -> None:
+            run_in_threads(16, work)
+            finished.set()
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        assert finished.wait(60), "a waiter was never woken"
+        runner.join()
+        assert_drained(b)
+
+    def test_a_permit_released_from_many_threads_gives_back_one_slot(self):
+        b = Bulkhead(2)
+        for _ in range(50):
+            permit = b.acquire()
+
+            def release(_: int, permit: BulkheadPermit = permit) -> bool:
+                return permit.release()
+
+            assert sum(run_in_threads(8, release)) == 1
+            assert b.available == 2
+            assert permit.released
+
+    # The race the lock-free release must survive, made certain: the slot is given back (no
+    # lock: nobody waits yet) after the newcomer found none free and before it joins the queue.
+
+    def test_a_slot_freed_while_a_thread_queues_reaches_it(self, monkeypatch):
+        b = Bulkhead(1, max_waiting=1)
+        held = b.acquire()
+
+        class Racing(_semaphore._ThreadWaiter):
+            __slots__ = ()
+
+            def __init__(self) -> None:
+                super().__init__()
+                assert held.release()
+
+        monkeypatch.setattr(_semaphore, "_ThreadWaiter", Racing)
+        started = time.monotonic()
+        with b.acquire(timeout=2):  # a lost token would leave it waiting 2 s, then refused
+            assert b.in_use == 1
+        assert time.monotonic() - started < 1
+        assert_drained(b)
+
+    async def test_a_slot_freed_while_a_task_queues_reaches_it(self, monkeypatch):
+        b = Bulkhead(1, max_waiting=1)
+        held = await b.aacquire()
+
+        class Racing(_semaphore._TaskWaiter):
+            __slots__ = ()
+
+            def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+                super().__init__(loop)
+                assert held.release()
+
+        monkeypatch.setattr(_semaphore, "_TaskWaiter", Racing)
+        permit = await asyncio.wait_for(acquire(b), 1)  # a lost token: wait 1 s, time out
+        assert b.in_use == 1
+        permit.release()
         assert_drained(b)

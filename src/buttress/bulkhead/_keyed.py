@@ -151,6 +151,7 @@ class KeyedBulkhead:
             BulkheadFull: If there is no room for the bulkhead, or the call is refused at once.
         """
         queued: _Waiter | None = None
+        granted: list[_Waiter] = []
         with self._lock:
             bulkhead = self._bulkhead(key)
             if bulkhead is not None:
@@ -158,13 +159,14 @@ class KeyedBulkhead:
                     admitted = bulkhead._admit(limit)  # noqa: SLF001
                     if admitted is None and waiter is not None:
                         queued = waiter()
-                        bulkhead._waiters.append(queued)  # noqa: SLF001
+                        granted = bulkhead._queue(queued)  # noqa: SLF001
         if bulkhead is None:
             raise self._too_many(key)
         if admitted:
             return bulkhead, True, None
         if queued is None:
             raise bulkhead._refuse("full")  # noqa: SLF001
+        bulkhead._wake_all(granted)  # noqa: SLF001 - a slot freed while it queued
         return bulkhead, False, queued
 
     def _too_many(self, key: str) -> BulkheadFull:

@@ -1,11 +1,23 @@
 """The semaphore bulkhead: at most N calls at once, for threads and asyncio tasks alike.
 
-One lock guards three numbers and a queue: the slots in use, the callers waiting (FIFO), and the
-refusals so far. A released slot is handed straight to the first waiter (its state set to
-``GRANTED`` under the lock, then the waiter woken), so a newcomer never overtakes a waiter, and a
-waiter that times out or is cancelled either finds it was granted a slot (and gives it back to the
-next waiter) or leaves the queue: under the lock, one or the other, never both. That is what makes
-every slot come back exactly once.
+Free slots are tokens in a list. Taking a free slot pops a token and giving one back appends it:
+each is one atomic step (under the GIL, and under the list's own lock on free-threaded builds),
+so an uncontended call takes no lock at all. The bulkhead's lock guards the rest: the queue of
+waiters (FIFO), their states, and the refusals so far.
+
+A slot reaches a waiter only under the lock, through :meth:`Bulkhead._grant`: it pops a free
+token for the first waiter and marks it ``GRANTED`` (the waiter is woken after the lock is let
+go). Two rules make sure that no token stays free while someone waits:
+
+- a waiter joins the queue under the lock and *then*, still under it, looks for a free token;
+- whoever gives a slot back appends its token and *then* looks at the queue, and only if someone
+  waits takes the lock to grant.
+
+Whichever of the two comes second sees the other's step. A newcomer takes a free token without
+the lock only when nobody waits, so it never overtakes a waiter that was queued before it came. A
+waiter that times out or is cancelled either finds it was granted a slot (and gives it back) or
+leaves the queue: under the lock, one or the other, never both. That is what makes every slot
+come back exactly once.
 
 Thread waiters block on a lock of their own; task waiters await a future of their own loop,
 resolved thread-safely. The bulkhead therefore serves threads and tasks of any number of event
@@ -41,6 +53,8 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 _WAITING, _GRANTED, _GONE = 0, 1, 2
+_SLOT = True
+"""A free slot's token: which object it is does not matter, only how many are free."""
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -144,16 +158,18 @@ class BulkheadPermit:
     Releasing twice, or from another thread, is safe: only the first release counts.
     """
 
-    __slots__ = ("_owner", "_released")
+    # The slot is a one-item list: the release that pops the item is the one that gives the
+    # slot back, an atomic check-and-set that needs no lock.
+    __slots__ = ("_owner", "_slot")
 
     def __init__(self, owner: Bulkhead) -> None:
         self._owner = owner
-        self._released = False
+        self._slot = [_SLOT]
 
     @property
     def released(self) -> bool:
         """Whether the slot was given back."""
-        return self._released
+        return not self._slot
 
     def release(self) -> bool:
         """Give the slot back (to the first waiter, if any).
@@ -161,11 +177,19 @@ class BulkheadPermit:
         Returns:
             ``True`` if this call gave it back, ``False`` if it was already given back.
         """
-        return self._owner._release(self)  # noqa: SLF001 - the permit's owner
+        try:
+            self._slot.pop()
+        except IndexError:
+            return False
+        owner = self._owner
+        owner._free.append(_SLOT)  # noqa: SLF001 - the permit's owner
+        if owner._waiters:  # noqa: SLF001 - appended first, then looked: see the module docstring
+            owner._grant_and_wake()  # noqa: SLF001
+        return True
 
     async def arelease(self) -> bool:
         """The same as :meth:`release` (which never blocks), for symmetry with other permits."""
-        return self._owner._release(self)  # noqa: SLF001 - the permit's owner
+        return self.release()
 
     def __enter__(self) -> BulkheadPermit:
         return self
@@ -176,7 +200,14 @@ class BulkheadPermit:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._owner._release(self)  # noqa: SLF001 - the permit's owner
+        try:
+            self._slot.pop()
+        except IndexError:
+            return
+        owner = self._owner
+        owner._free.append(_SLOT)  # noqa: SLF001 - the permit's owner, as in release()
+        if owner._waiters:  # noqa: SLF001
+            owner._grant_and_wake()  # noqa: SLF001
 
     async def __aenter__(self) -> BulkheadPermit:
         return self
@@ -187,10 +218,10 @@ class BulkheadPermit:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._owner._release(self)  # noqa: SLF001 - the permit's owner
+        self.release()
 
     def __repr__(self) -> str:
-        state = "released" if self._released else "held"
+        state = "released" if not self._slot else "held"
         return f"<BulkheadPermit {self._owner.name!r} {state}>"
 
 
@@ -252,7 +283,7 @@ class Bulkhead(SlotGuard):
 
     __slots__ = (
         "__weakref__",
-        "_in_use",
+        "_free",
         "_key",
         "_lock",
         "_rejected",
@@ -281,7 +312,7 @@ class Bulkhead(SlotGuard):
         self.name = check_name(name)
         self.listeners = check_listeners(listeners)
         self._lock = threading.Lock()
-        self._in_use = 0
+        self._free = [_SLOT] * self.max_concurrent  # one token per free slot
         self._rejected = 0
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._key: str | None = None  # set by KeyedBulkhead on the bulkheads it makes
@@ -295,14 +326,18 @@ class Bulkhead(SlotGuard):
     # -- statistics -----------------------------------------------------------------------------
 
     def stats(self) -> BulkheadStats:
-        """Return a consistent snapshot of the bulkhead's numbers."""
+        """Return a snapshot of the bulkhead's numbers.
+
+        The queue and the refusals are read together, under the lock; an uncontended slot is
+        taken and given back without it, so ``in_use`` is the number at one moment of the call.
+        """
         with self._lock:
-            in_use, waiting, rejected = self._in_use, len(self._waiters), self._rejected
+            free, waiting, rejected = len(self._free), len(self._waiters), self._rejected
         return BulkheadStats(
             self.name,
             self.max_concurrent,
-            in_use,
-            self.max_concurrent - in_use,
+            self.max_concurrent - free,
+            free,
             waiting,
             self.max_waiting,
             rejected,
@@ -311,12 +346,12 @@ class Bulkhead(SlotGuard):
     @property
     def in_use(self) -> int:
         """Slots held now."""
-        return self._in_use
+        return self.max_concurrent - len(self._free)
 
     @property
     def available(self) -> int:
         """Slots free now."""
-        return self.max_concurrent - self._in_use
+        return len(self._free)
 
     @property
     def waiting(self) -> int:
@@ -326,56 +361,88 @@ class Bulkhead(SlotGuard):
     @property
     def idle(self) -> bool:
         """Whether no slot is held and nobody waits."""
-        return self._in_use == 0 and not self._waiters
+        return len(self._free) == self.max_concurrent and not self._waiters
 
-    # -- the core, under the lock ---------------------------------------------------------------
+    # -- the core -------------------------------------------------------------------------------
 
     def _wait_limit(self, timeout: Duration | None) -> tuple[float | None, bool]:
         return wait_limit(self.max_wait, timeout)
 
+    def _take(self) -> bool:
+        """Take a free slot if nobody waits (no waiting, no refusal counted): the fast path.
+
+        No lock: the pop is atomic, and a waiter queued meanwhile looks for a free token after
+        joining the queue (see the module docstring).
+        """
+        if self._waiters:
+            return False
+        try:
+            self._free.pop()
+        except IndexError:
+            return False
+        return True
+
     def _admit(self, limit: float | None) -> bool | None:
         """Take a slot (``True``), or say a waiter may queue (``None``), or refuse (``False``).
 
-        Must be called with the lock held.
+        Must be called with the lock held; a waiter it lets queue joins by :meth:`_queue`.
         """
-        if self._in_use < self.max_concurrent:
-            self._in_use += 1
+        if self._take():
             return True
         if len(self._waiters) >= self.max_waiting or (limit is not None and limit <= 0):
             return False
         return None
 
-    def _next(self) -> _Waiter | None:
-        """Pass a freed slot on: to the first waiter (returned, to be woken), or to the pool.
+    def _queue(self, waiter: _Waiter) -> list[_Waiter]:
+        """Put ``waiter`` last in the queue, then hand out any token freed meanwhile.
+
+        Must be called with the lock held. Returns the waiters granted a slot (``waiter``
+        itself, or ones queued before it), to be woken by :meth:`_wake_all` outside the lock.
+        """
+        self._waiters.append(waiter)
+        return self._grant()
+
+    def _grant(self) -> list[_Waiter]:
+        """Give free tokens to the first waiters; return them, to be woken outside the lock.
 
         Must be called with the lock held.
         """
-        waiters = self._waiters
-        if waiters:
+        granted: list[_Waiter] = []
+        waiters, free = self._waiters, self._free
+        while waiters:
+            try:
+                free.pop()
+            except IndexError:
+                break
             waiter = waiters.popleft()
             waiter.state = _GRANTED
-            return waiter
-        self._in_use -= 1
-        return None
+            granted.append(waiter)
+        return granted
 
-    def _wake(self, waiter: _Waiter | None) -> None:
-        """Wake a granted waiter (outside the lock); one that cannot hear passes the slot on."""
-        while waiter is not None and not waiter.wake():
-            with self._lock:
-                waiter.state = _GONE
-                waiter = self._next()
-
-    def _release(self, permit: BulkheadPermit) -> bool:
+    def _grant_and_wake(self) -> None:
+        """After a token was given back while someone waits: hand it on (takes the lock)."""
         with self._lock:
-            if permit._released:  # noqa: SLF001 - the permit belongs to this bulkhead
-                return False
-            permit._released = True  # noqa: SLF001
-            if not self._waiters:
-                self._in_use -= 1
-                return True
-            waiter = self._next()
-        self._wake(waiter)
-        return True
+            granted = self._grant()
+        self._wake_all(granted)
+
+    def _wake_all(self, granted: list[_Waiter]) -> None:
+        """Wake granted waiters (outside the lock); one that cannot hear passes its slot on."""
+        while granted:
+            lost = [waiter for waiter in granted if not waiter.wake()]
+            if not lost:
+                return
+            with self._lock:
+                for waiter in lost:
+                    if waiter.state == _GRANTED:  # not given back by _abandon meanwhile
+                        self._free.append(_SLOT)
+                    waiter.state = _GONE
+                granted = self._grant()
+
+    def _give_back(self) -> None:
+        """Return a slot: its token to the free list, then to the first waiter if any."""
+        self._free.append(_SLOT)
+        if self._waiters:
+            self._grant_and_wake()
 
     def _abandon(self, waiter: _Waiter) -> None:
         """A waiter is leaving by an exception (cancelled, interrupted): keep no slot for it."""
@@ -383,10 +450,11 @@ class Bulkhead(SlotGuard):
             state, waiter.state = waiter.state, _GONE
             if state == _WAITING:
                 self._waiters.remove(waiter)
-            if state != _GRANTED:  # waiting, or already given up by _wake (its loop closed)
+            if state != _GRANTED:  # waiting, or already given up by _wake_all (its loop closed)
                 return
-            handoff = self._next()
-        self._wake(handoff)
+            self._free.append(_SLOT)
+            granted = self._grant()
+        self._wake_all(granted)
 
     def _collect(self, waiter: _Waiter, limit: float | None, by_deadline: bool) -> BulkheadPermit:
         """After a waiter woke: its permit if it was granted one, else the refusal."""
@@ -407,7 +475,7 @@ class Bulkhead(SlotGuard):
         key = self._key
         with self._lock:
             self._rejected += 1
-            in_use, waiting = self._in_use, len(self._waiters)
+            in_use, waiting = self.max_concurrent - len(self._free), len(self._waiters)
         if self.listeners or _events._global or _log.isEnabledFor(logging.INFO):  # noqa: SLF001
             emit(
                 BulkheadRejected(self.name, reason, self.max_concurrent, in_use, waiting, key),
@@ -436,10 +504,8 @@ class Bulkhead(SlotGuard):
         Returns:
             A :class:`BulkheadPermit`, or ``None`` when every slot is in use.
         """
-        with self._lock:
-            if self._in_use < self.max_concurrent:
-                self._in_use += 1
-                return BulkheadPermit(self)
+        if self._take():
+            return BulkheadPermit(self)
         self._refuse("full")
         return None
 
@@ -460,15 +526,17 @@ class Bulkhead(SlotGuard):
         if timeout is None and self._take():
             return BulkheadPermit(self)
         limit, by_deadline = self._wait_limit(timeout)
+        granted: list[_Waiter] = []
         with self._lock:
             admitted = self._admit(limit)
             if admitted:
                 return BulkheadPermit(self)
             if admitted is None:
                 waiter = _ThreadWaiter()
-                self._waiters.append(waiter)
+                granted = self._queue(waiter)
         if admitted is False:
             raise self._refuse("full")
+        self._wake_all(granted)
         return self._wait(waiter, limit, by_deadline)
 
     def _wait(
@@ -502,6 +570,7 @@ class Bulkhead(SlotGuard):
         if timeout is None and self._take():
             return BulkheadPermit(self)
         limit, by_deadline = self._wait_limit(timeout)
+        granted: list[_Waiter] = []
         with self._lock:
             admitted = self._admit(limit)
             if admitted:
@@ -509,9 +578,10 @@ class Bulkhead(SlotGuard):
             if admitted is None:
                 loop = asyncio.get_running_loop()
                 waiter = _TaskWaiter(loop)
-                self._waiters.append(waiter)
+                granted = self._queue(waiter)
         if admitted is False:
             raise self._refuse("full")
+        self._wake_all(granted)
         return await self._await(waiter, limit, by_deadline)
 
     async def _await(
@@ -529,17 +599,6 @@ class Bulkhead(SlotGuard):
                 handle.cancel()
         return self._collect(waiter, limit, by_deadline)
 
-    def _take(self) -> bool:
-        """Take a free slot if there is one (no waiting, no refusal counted): the fast path.
-
-        A free slot means nobody waits: a released slot goes to the first waiter directly.
-        """
-        with self._lock:
-            if self._in_use < self.max_concurrent:
-                self._in_use += 1
-                return True
-        return False
-
     def _enter(self) -> BulkheadPermit:
         return self.acquire()
 
@@ -548,63 +607,62 @@ class Bulkhead(SlotGuard):
 
     # -- the decorator, with the uncontended slot taken and given back inline --------------------
     #
-    # What _take and _release do for a permit, done here without one: the wrapper holds the slot
-    # itself and its finally clause gives it back exactly once. Only a call that finds no free
-    # slot goes through acquire()/_aacquire() (waiting or refusal) and holds a real permit.
+    # What _take and _give_back do for a permit, done here without one and without a lock: the
+    # wrapper pops a free token itself (only when nobody waits) and its finally clause appends it
+    # back, exactly once. Only a call that finds no free token, or waiters queued, goes through
+    # acquire()/_aacquire() (waiting or refusal) and holds a real permit.
 
     def _decorate_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
-        bulkhead, lock, waiters = self, self._lock, self._waiters
-        acquire, hand_on, wake = self.acquire, self._next, self._wake
+        waiters, free = self._waiters, self._free
+        take, give_back, hand_on, acquire = (
+            free.pop,
+            free.append,
+            self._grant_and_wake,
+            self.acquire,
+        )
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            with lock:
-                free = bulkhead._in_use < bulkhead.max_concurrent
-                if free:
-                    bulkhead._in_use += 1
-            if not free:
-                with acquire():
-                    return fn(*args, **kwargs)
-            try:
+            if not waiters:
+                try:
+                    take()
+                except IndexError:
+                    pass
+                else:
+                    try:
+                        return fn(*args, **kwargs)
+                    finally:
+                        give_back(_SLOT)
+                        if waiters:  # appended first, then looked: see the module docstring
+                            hand_on()
+            with acquire():
                 return fn(*args, **kwargs)
-            finally:
-                with lock:
-                    if waiters:
-                        waiter = hand_on()
-                    else:
-                        bulkhead._in_use -= 1
-                        waiter = None
-                if waiter is not None:
-                    wake(waiter)
 
         return guarded
 
     def _decorate_async(
         self, fn: Callable[P, Coroutine[Any, Any, T]]
     ) -> Callable[P, Coroutine[Any, Any, T]]:
-        bulkhead, lock, waiters = self, self._lock, self._waiters
-        aacquire, hand_on, wake = self._aacquire, self._next, self._wake
+        waiters, free = self._waiters, self._free
+        take, give_back, hand_on = free.pop, free.append, self._grant_and_wake
+        aacquire = self._aacquire
 
         @functools.wraps(fn)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
-            with lock:
-                free = bulkhead._in_use < bulkhead.max_concurrent
-                if free:
-                    bulkhead._in_use += 1
-            if not free:
-                with await aacquire(None):
-                    return await fn(*args, **kwargs)
-            try:
+            if not waiters:
+                try:
+                    take()
+                except IndexError:
+                    pass
+                else:
+                    try:
+                        return await fn(*args, **kwargs)
+                    finally:
+                        give_back(_SLOT)
+                        if waiters:  # appended first, then looked: see the module docstring
+                            hand_on()
+            with await aacquire(None):
                 return await fn(*args, **kwargs)
-            finally:
-                with lock:
-                    if waiters:
-                        waiter = hand_on()
-                    else:
-                        bulkhead._in_use -= 1
-                        waiter = None
-                if waiter is not None:
-                    wake(waiter)
 
         return guarded
 
