@@ -73,7 +73,7 @@ from buttress.bulkhead import (
 )
 from buttress.chaos import ChaosInjected, ChaosPolicy
 from buttress.fallback import Fallback, FallbackUsed, fallback
-from buttress.hedge import Hedge
+from buttress.hedge import Hedge, HedgeEvent, HedgeRefused, HedgeSent, HedgeWon
 from buttress.pipeline import (
     Pipeline,
     PipelineOrderWarning,
@@ -178,6 +178,10 @@ __all__ = [
     "Gradient2",
     "Guard",
     "Hedge",
+    "HedgeEvent",
+    "HedgeRefused",
+    "HedgeSent",
+    "HedgeWon",
     "Jitter",
     "KeyedBulkhead",
     "LimitAlgorithm",

@@ -9,7 +9,7 @@ import email.utils
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,8 +18,9 @@ import requests
 from buttress import CircuitOpen, RateLimited, RetryBudget, State, Timeout
 from buttress.chaos import ChaosPolicy, SyntheticResponse, flagged
 from buttress.contrib.requests import ResilientAdapter, per_host_breaker, request_key
+from buttress.hedge import Hedge, HedgeSent, HedgeWon
 from buttress.testing import FakeClock, instant_waits
-from tests.contrib._http_server import Reply, ScriptedServer
+from tests.contrib._http_server import Received, Reply, ScriptedServer
 
 
 @pytest.fixture
@@ -304,6 +305,117 @@ class TestBulkheadRateLimitChaos:
         assert session.get(server.url, timeout=5).status_code == 200
 
 
+def slow_first_attempts(seconds: float) -> Callable[[Received], Reply]:
+    """A server handler: the first attempt of each call is slow, hedges answer at once."""
+
+    def handler(request: Received) -> Reply:
+        if request.headers.get("x-attempt") == "1":
+            return Reply(delay=seconds, body=b"slow")
+        return Reply(body=b"fast")
+
+    return handler
+
+
+def settled(hedge: Hedge, timeout: float = 5.0) -> None:
+    """Wait until no loser of ``hedge`` runs any more (their responses are closed by then)."""
+    ends = time.monotonic() + timeout
+    while hedge.abandoned:
+        assert time.monotonic() < ends, "a losing attempt did not end"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def hedges() -> Iterator[list[Hedge]]:
+    """Hedges made by a test; their threads (losers included) must end with it."""
+    made: list[Hedge] = []
+    yield made
+    for hedge in made:
+        assert hedge.close(timeout=10)
+
+
+class TestHedging:
+    def test_the_hedge_wins_against_a_slow_server_and_the_losers_connection_is_reused(
+        self, make, server, hedges
+    ):
+        server.script(Reply(delay=1.0, body=b"slow"), Reply(body=b"fast"))
+        hedge = Hedge(delay=0.05, budget=None)
+        hedges.append(hedge)
+        session, adapter = make(hedge=hedge, attempt_header="x-attempt")
+        begun = time.monotonic()
+        response = session.get(server.url, timeout=5)
+        assert response.text == "fast"
+        assert time.monotonic() - begun < 0.8
+        assert response.request.headers["x-attempt"] == "2"
+        assert (hedge.hedges_won, hedge.abandoned) == (1, 1)
+        settled(hedge)
+        assert pool_connections(adapter) == 2
+        for _ in range(5):
+            assert session.get(server.url, timeout=5).status_code == 200
+        assert server.connections == 2
+
+    @pytest.mark.parametrize("stream", [False, True])
+    def test_hundreds_of_hedged_requests_do_not_leak_connections(
+        self, make, server, hedges, stream
+    ):
+        server.handler = slow_first_attempts(0.1)
+        hedge = Hedge(delay=0.01, budget=None)
+        hedges.append(hedge)
+        # Room for the ~10 losers in flight at once (a full pool would discard connections).
+        session, adapter = make(hedge=hedge, attempt_header="x-attempt", pool_maxsize=30)
+        for _ in range(200):
+            with session.get(server.url, timeout=5, stream=stream) as response:
+                assert response.text in ("fast", "slow")
+        settled(hedge)
+        assert hedge.hedges == 200
+        assert hedge.hedges_won >= 150  # the rest: a loaded machine let the slow one win
+        assert server.count == 400
+        # Each loser held its connection about 100 ms; a leak would open one per request.
+        assert server.connections <= 25
+        assert pool_connections(adapter) <= 25
+
+    def test_the_budget_caps_hedges(self, make, server, hedges):
+        server.default = Reply(delay=0.03)
+        hedge = Hedge(delay=0.005, budget=RetryBudget(0.1, min_per_second=0.0))
+        hedges.append(hedge)
+        session, _ = make(hedge=hedge)
+        for _ in range(30):
+            assert session.get(server.url, timeout=5).status_code == 200
+        assert 1 <= hedge.hedges <= 3
+        assert server.count == 30 + hedge.hedges
+
+    @pytest.mark.parametrize("method", ["POST", "PATCH"])
+    def test_non_idempotent_requests_are_never_hedged(self, make, server, hedges, method):
+        server.default = Reply(delay=0.1)
+        hedge = Hedge(delay=0.01, budget=None)
+        hedges.append(hedge)
+        session, _ = make(hedge=hedge)
+        session.request(method, server.url, data=b"x", timeout=5)
+        assert server.count == 1
+        assert (hedge.calls, hedge.hedges) == (0, 0)
+
+    def test_events_and_retries_off(self, make, server, hedges):
+        seen: list[object] = []
+        server.handler = slow_first_attempts(0.3)
+        hedge = Hedge(delay=0.01, budget=None, listeners=[seen.append])
+        hedges.append(hedge)
+        session, _ = make(hedge=hedge, attempts=1, attempt_header="x-attempt")
+        assert session.get(f"{server.url}/q?key=secret", timeout=5).text == "fast"
+        settled(hedge)
+        assert [type(event) for event in seen] == [HedgeSent, HedgeWon]
+        assert {event.target for event in seen} == {  # type: ignore[attr-defined]
+            f"GET http://127.0.0.1:{server.port}"
+        }
+
+    def test_closing_the_session_closes_the_hedges_threads(self, server, hedges):
+        hedge = Hedge(delay=1.0, budget=None)
+        hedges.append(hedge)
+        with requests.Session() as session:
+            session.mount("http://", ResilientAdapter(hedge=hedge))
+            assert session.get(server.url, timeout=5).status_code == 200
+            assert hedge.threads == 1
+        assert hedge.threads == 0
+
+
 class TestConfiguration:
     @pytest.mark.parametrize(
         ("options", "error", "names"),
@@ -313,6 +425,7 @@ class TestConfiguration:
             ({"idempotency_header": ""}, ValueError, "idempotency_header"),
             ({"bulkhead": "x"}, TypeError, "bulkhead"),
             ({"chaos": ChaosPolicy(result="x")}, TypeError, "SyntheticResponse"),
+            ({"hedge": 0.1}, TypeError, "hedge"),
         ],
     )
     def test_bad_arguments_are_refused_naming_them(self, options, error, names):

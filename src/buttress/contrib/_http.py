@@ -10,7 +10,7 @@ rate limit). It never does I/O and never sleeps: the drivers do, through the pol
 The order of the policies around one attempt, outermost first::
 
     retry (budget, backoff, Retry-After, total timeout)
-      -> hedge (async httpx only)
+      -> hedge (idempotent requests; async: losers cancelled, sync: on the hedge's threads)
         -> rate limit (waits for the host's quota) -> bulkhead (a slot per host)
           -> circuit breaker (CircuitOpen before any socket) -> fault injection -> the exchange
 """
@@ -424,14 +424,22 @@ class HttpCore:
 
     # -- decisions (pure) -----------------------------------------------------------------------
 
-    def retryable_request(self, method: str, headers: _Headers, replayable: bool) -> bool:
-        """Whether a request may be sent more than once (its method, or its idempotency key)."""
-        if self.retry is None or not replayable:
+    def idempotent_request(self, method: str, headers: _Headers, replayable: bool) -> bool:
+        """Whether a request may be sent more than once (retries and hedges on or not).
+
+        It may when its method is idempotent or it carries the idempotency header, and its body
+        can be sent again.
+        """
+        if not replayable:
             return False
         if method.upper() in self.methods:
             return True
         header = self.idempotency_header
         return header is not None and headers.get(header) is not None
+
+    def retryable_request(self, method: str, headers: _Headers, replayable: bool) -> bool:
+        """Whether a request may be retried: retries are on and it is idempotent."""
+        return self.retry is not None and self.idempotent_request(method, headers, replayable)
 
     def retry_response(self, response: Any) -> bool:
         """Whether a response asks for another attempt (the ``retry_if_result`` of the retry).

@@ -12,9 +12,10 @@ One :class:`ResilientTransport` serves ``httpx.Client`` and ``httpx.AsyncClient`
 both an ``httpx.BaseTransport`` and an ``httpx.AsyncBaseTransport``). Per request it applies,
 outermost first: a retry (idempotent methods or an ``Idempotency-Key`` only; backoff, the
 server's ``Retry-After``/``RateLimit-Reset``, a retry budget shared by the client, a total
-timeout), an optional hedge (async), an optional client-side rate limit and bulkhead per host, a
-circuit breaker per host (``CircuitOpen`` raised before any socket is touched), optional fault
-injection, and the exchange itself with a per-attempt timeout. See ``docs/http.md``.
+timeout), an optional hedge (idempotent requests, sync and async), an optional client-side rate
+limit and bulkhead per host, a circuit breaker per host (``CircuitOpen`` raised before any
+socket is touched), optional fault injection, and the exchange itself with a per-attempt
+timeout. See ``docs/http.md``.
 
 Needs the ``httpx`` extra: ``pip install 'buttress[httpx]'``.
 """
@@ -81,15 +82,35 @@ def request_key(request: httpx.Request) -> str:
 class _Call:
     """One request through the transport (never shared between requests)."""
 
-    __slots__ = ("attempt", "extensions", "key", "request", "retryable", "start")
+    __slots__ = ("attempt", "extensions", "hedged", "key", "lock", "request", "retryable", "start")
 
-    def __init__(self, request: httpx.Request, key: str, start: float, retryable: bool) -> None:
+    def __init__(
+        self, request: httpx.Request, key: str, start: float, retryable: bool, hedged: bool
+    ) -> None:
         self.request = request
         self.key = key
         self.start = start
         self.retryable = retryable
+        self.hedged = hedged
         self.attempt = 0
         self.extensions = request.extensions
+        # Hedged attempts of a sync call number themselves from several threads at once.
+        self.lock = threading.Lock() if hedged else None
+
+    @property
+    def buffered(self) -> bool:
+        """Whether responses are read inside the attempt: the request may be sent again."""
+        return self.retryable or self.hedged
+
+    def next_number(self) -> int:
+        """Count one more attempt; return its number."""
+        lock = self.lock
+        if lock is None:
+            self.attempt += 1
+            return self.attempt
+        with lock:
+            self.attempt += 1
+            return self.attempt
 
     def hedge_request(self) -> httpx.Request:
         """A copy of the request for a hedge (its own headers and extensions, the same body)."""
@@ -154,9 +175,9 @@ def _number(call: _Call, request: httpx.Request, core: HttpCore) -> float | None
     Returns:
         The seconds it may take (``None``: no bound).
     """
-    call.attempt += 1
+    number = call.next_number()
     if core.attempt_header is not None:
-        request.headers[core.attempt_header] = str(call.attempt)
+        request.headers[core.attempt_header] = str(number)
     limit = core.attempt_limit(call.start)
     _bound(call, request, limit)
     return limit
@@ -173,6 +194,24 @@ def _bound(call: _Call, request: httpx.Request, limit: float | None) -> None:
 
 async def _aclose(response: httpx.Response) -> None:
     await response.aclose()
+
+
+_DRAIN_LIMIT = 64 * 1024  # a loser's unread body up to this size is read, to keep its connection
+
+
+def _close(response: httpx.Response) -> None:
+    """Close a losing hedge's response, reading a small unread body first.
+
+    So its connection goes back to the pool instead of being closed (``buffer_body=False``).
+    """
+    try:
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) <= _DRAIN_LIMIT:
+            response.read()
+    except httpx.HTTPError:
+        pass  # the connection broke: closing it is all that is left
+    finally:
+        response.close()
 
 
 class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
@@ -224,14 +263,18 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         chaos: A :class:`~buttress.chaos.ChaosPolicy` injected per attempt inside the breaker;
             its ``when`` receives the ``httpx.Request``; a ``result`` must be a
             :class:`~buttress.chaos.SyntheticResponse`.
-        hedge: A :class:`~buttress.hedge.Hedge` for retryable requests (async clients only):
-            when an attempt is slow another is sent, the first good response wins, the other is
-            cancelled.
-        buffer_body: Read the body of a retryable request's response inside the attempt, so
-            that a connection reset mid-body is retried and the timeouts cover the body. Turn it
-            off for large downloads (``client.stream(...)`` then streams, and a reset mid-body
-            reaches the caller). Responses with a retryable status are always read, so that
-            their connection returns to the pool before the retry.
+        hedge: A :class:`~buttress.hedge.Hedge` for idempotent requests (as ``methods`` and
+            ``idempotency_header`` say, with a replayable body; with retries on or off): when an
+            attempt is slow another is sent, and the first good response (below 500, not to be
+            retried) wins. With ``httpx.AsyncClient`` the other is cancelled; with
+            ``httpx.Client`` each attempt runs on a thread of the hedge and a loser runs to its
+            end, then its response is closed (its connection goes back to the pool). The
+            transport's ``close()`` closes the hedge's idle threads.
+        buffer_body: Read the body of a retryable (or hedged) request's response inside the
+            attempt, so that a connection reset mid-body is retried and the timeouts cover the
+            body. Turn it off for large downloads (``client.stream(...)`` then streams, and a
+            reset mid-body reaches the caller). Responses with a retryable status are always
+            read, so that their connection returns to the pool before the retry.
         key: The key of a request's breaker, bulkhead and rate limit (default
             :func:`request_key`: its origin).
         name: The name of the retry, breakers and other policies, in events and logs.
@@ -317,7 +360,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self._retrying: Callable[[_Call], httpx.Response] | None = None
         self._aretrying: Callable[[_Call], Any] | None = None
         if core.retry is not None:
-            self._retrying = core.retry(self._attempt)
+            self._retrying = core.retry(self._attempt_maybe_hedged)
             self._aretrying = core.retry(self._aattempt_maybe_hedged)
 
     def __repr__(self) -> str:
@@ -370,10 +413,20 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     def _begin(self, request: httpx.Request) -> _Call:
         core = self._core
-        retryable = core.retryable_request(
+        idempotent = core.idempotent_request(
             request.method, request.headers, isinstance(request.stream, httpx.ByteStream)
         )
-        return _Call(request, self._key(request), core.clock.now(), retryable)
+        return _Call(
+            request,
+            self._key(request),
+            core.clock.now(),
+            idempotent and core.retry is not None,
+            idempotent and core.hedge is not None,
+        )
+
+    def _accept(self, response: httpx.Response) -> bool:
+        """Whether a hedged attempt's response may win: below 500, and not one to retry."""
+        return response.status_code < 500 and not self._core.retry_response(response)
 
     # -- sync -----------------------------------------------------------------------------------
 
@@ -390,14 +443,28 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         """
         call = self._begin(request)
         retrying = self._retrying
-        if retrying is None or not call.retryable:
-            self._core.deposit()
-            return self._attempt(call)
-        return retrying(call)
+        if retrying is not None and call.retryable:
+            return retrying(call)
+        self._core.deposit()
+        if call.hedged:
+            return self._attempt_maybe_hedged(call)
+        return self._attempt(call, request)
 
-    def _attempt(self, call: _Call) -> httpx.Response:
+    def _attempt_maybe_hedged(self, call: _Call) -> httpx.Response:
+        hedge = self._core.hedge
+        if hedge is None or not call.hedged:
+            return self._attempt(call, call.request)
+        # Every attempt sends a copy: a loser of an earlier round may still be sending one
+        # while a retry starts (the client attaches its own request to the response).
+        return hedge.run_sync(
+            lambda _: self._attempt(call, call.hedge_request()),
+            accept=self._accept,
+            discard=_close,
+            target=f"{call.request.method} {call.key}",
+        )
+
+    def _attempt(self, call: _Call, request: httpx.Request) -> httpx.Response:
         core = self._core
-        request = call.request
         limit = _number(call, request, core)
         permit = None
         if core.limiter is not None:
@@ -439,7 +506,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                     return _synthetic(result, request)
         transport = self._sync or self._make_sync()
         response = transport.handle_request(request)
-        if call.retryable and (core.buffer_body or response.status_code in core.statuses):
+        if call.buffered and (core.buffer_body or response.status_code in core.statuses):
             stream = cast("httpx.SyncByteStream", response.stream)
             try:
                 content = b"".join(stream)
@@ -463,26 +530,24 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         """
         call = self._begin(request)
         retrying = self._aretrying
-        if retrying is None or not call.retryable:
-            self._core.deposit()
-            return await self._aattempt(call, request)
-        return cast("httpx.Response", await retrying(call))
+        if retrying is not None and call.retryable:
+            return cast("httpx.Response", await retrying(call))
+        self._core.deposit()
+        if call.hedged:
+            return await self._aattempt_maybe_hedged(call)
+        return await self._aattempt(call, request)
 
     async def _aattempt_maybe_hedged(self, call: _Call) -> httpx.Response:
         hedge = self._core.hedge
-        if hedge is None:
+        if hedge is None or not call.hedged:
             return await self._aattempt(call, call.request)
-        core = self._core
-
-        def good(response: httpx.Response) -> bool:
-            return response.status_code < 500 and not core.retry_response(response)
-
         return await hedge.run(
             lambda number: self._aattempt(
                 call, call.request if number == 1 else call.hedge_request()
             ),
-            accept=good,
+            accept=self._accept,
             discard=_aclose,
+            target=f"{call.request.method} {call.key}",
         )
 
     async def _aattempt(self, call: _Call, request: httpx.Request) -> httpx.Response:
@@ -528,7 +593,7 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                     return _synthetic(result, request)
         transport = self._async or self._make_async()
         response = await transport.handle_async_request(request)
-        if call.retryable and (core.buffer_body or response.status_code in core.statuses):
+        if call.buffered and (core.buffer_body or response.status_code in core.statuses):
             stream = cast("httpx.AsyncByteStream", response.stream)
             try:
                 content = b"".join([chunk async for chunk in stream])
@@ -540,11 +605,23 @@ class ResilientTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     # -- closing --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the wrapped sync transport (``httpx.Client.close`` calls this)."""
-        if self._sync is not None:
-            self._sync.close()
+        """Close the wrapped sync transport and the hedge's idle threads (``Client.close()``).
+
+        A hedged attempt still running (a loser) cannot be stopped: it fails on the closed
+        connection pool, or ends, and its thread with it.
+        """
+        try:
+            if self._sync is not None:
+                self._sync.close()
+        finally:
+            if self._core.hedge is not None:
+                self._core.hedge.close()
 
     async def aclose(self) -> None:
         """Close the wrapped async transport (``httpx.AsyncClient.aclose`` calls this)."""
-        if self._async is not None:
-            await self._async.aclose()
+        try:
+            if self._async is not None:
+                await self._async.aclose()
+        finally:
+            if self._core.hedge is not None:
+                self._core.hedge.close()

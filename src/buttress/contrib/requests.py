@@ -16,7 +16,8 @@ The same rules as :class:`buttress.contrib.httpx.ResilientTransport` (they share
 ``Idempotency-Key``; connection errors, timeouts, resets mid-body, 502/503/504 and 429 retried;
 ``Retry-After`` and ``RateLimit-Reset`` honoured up to ``max_wait``; a retry budget shared by the
 session; a circuit breaker per host; optional per-host bulkhead and rate limit; a total timeout
-and a per-attempt timeout. urllib3's own retries are turned off (``max_retries=0``).
+and a per-attempt timeout; optional hedging of idempotent requests (on the hedge's threads).
+urllib3's own retries are turned off (``max_retries=0``).
 
 Needs the ``requests`` extra: ``pip install 'buttress[requests]'``.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import http
 import io
+import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Literal
@@ -51,6 +53,7 @@ from buttress.contrib._http import (
     per_host_breaker,
     raise_for_failure,
 )
+from buttress.hedge import Hedge
 from buttress.ratelimit import Limiter
 from buttress.retry import RetryBudget, Wait
 
@@ -111,7 +114,18 @@ def _bounded(timeout: Any, limit: float | None) -> Any:
 class _Call:
     """One request through the adapter (never shared between requests)."""
 
-    __slots__ = ("attempt", "key", "options", "request", "retryable", "start", "stream", "timeout")
+    __slots__ = (
+        "attempt",
+        "hedged",
+        "key",
+        "lock",
+        "options",
+        "request",
+        "retryable",
+        "start",
+        "stream",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -119,6 +133,7 @@ class _Call:
         key: str,
         start: float,
         retryable: bool,
+        hedged: bool,
         stream: bool,
         timeout: Any,
         options: dict[str, Any],
@@ -127,10 +142,42 @@ class _Call:
         self.key = key
         self.start = start
         self.retryable = retryable
+        self.hedged = hedged
         self.stream = stream
         self.timeout = timeout
         self.options = options
         self.attempt = 0
+        # Hedged attempts number themselves from several threads at once.
+        self.lock = threading.Lock() if hedged else None
+
+    def next_number(self) -> int:
+        """Count one more attempt; return its number."""
+        lock = self.lock
+        if lock is None:
+            self.attempt += 1
+            return self.attempt
+        with lock:
+            self.attempt += 1
+            return self.attempt
+
+
+_DRAIN_LIMIT = 64 * 1024  # a loser's unread body up to this size is read, to keep its connection
+
+
+def _close(response: requests.Response) -> None:
+    """Close a losing hedge's response, reading a small unread body first.
+
+    So its connection goes back to the pool instead of being closed (``stream=True`` or
+    ``buffer_body=False``).
+    """
+    try:
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) <= _DRAIN_LIMIT:
+            _ = response.content
+    except requests.RequestException:
+        pass  # the connection broke: closing it is all that is left
+    finally:
+        response.close()
 
 
 class ResilientAdapter(HTTPAdapter):
@@ -163,6 +210,12 @@ class ResilientAdapter(HTTPAdapter):
         rate_limit_wait: The longest a request waits for the rate limit.
         chaos: A :class:`~buttress.chaos.ChaosPolicy` injected per attempt inside the breaker
             (its ``when`` receives the ``PreparedRequest``).
+        hedge: A :class:`~buttress.hedge.Hedge` for idempotent requests (as ``methods`` and
+            ``idempotency_header`` say, with a bytes or str body; retries on or off): each
+            attempt runs on a thread of the hedge, another is sent when it is slow, and the
+            first good response (below 500, not to be retried) wins; a loser runs to its end,
+            then its response is closed. The adapter's ``close()`` closes the hedge's idle
+            threads.
         buffer_body: Read a retryable request's response body inside the attempt (unless the
             call streams), so that a reset mid-body is retried.
         key: The key of a request's breaker, bulkhead and rate limit (default: its origin).
@@ -197,6 +250,7 @@ class ResilientAdapter(HTTPAdapter):
         rate_limit: Limiter | str | None = None,
         rate_limit_wait: Duration | None = None,
         chaos: ChaosPolicy | None = None,
+        hedge: Hedge | None = None,
         buffer_body: bool = True,
         key: Callable[[requests.PreparedRequest], str] | None = None,
         name: str = "requests",
@@ -224,7 +278,7 @@ class ResilientAdapter(HTTPAdapter):
             rate_limit=rate_limit,
             rate_limit_wait=rate_limit_wait,
             chaos=chaos,
-            hedge=None,
+            hedge=hedge,
             buffer_body=buffer_body,
             key=key,
             retry_on=RETRYABLE_ERRORS,
@@ -236,7 +290,7 @@ class ResilientAdapter(HTTPAdapter):
         self._key = key or request_key
         self._retrying: Callable[[_Call], requests.Response] | None = None
         if core.retry is not None:
-            self._retrying = core.retry(self._attempt)
+            self._retrying = core.retry(self._attempt_maybe_hedged)
         super().__init__(
             pool_connections=pool_connections,
             pool_maxsize=pool_maxsize,
@@ -283,7 +337,7 @@ class ResilientAdapter(HTTPAdapter):
         """
         core = self._core
         body = request.body
-        retryable = core.retryable_request(
+        idempotent = core.idempotent_request(
             request.method or "GET",
             request.headers,
             body is None or isinstance(body, (bytes, str)),
@@ -292,23 +346,42 @@ class ResilientAdapter(HTTPAdapter):
             request,
             self._key(request),
             core.clock.now(),
-            retryable,
+            idempotent and core.retry is not None,
+            idempotent and core.hedge is not None,
             stream,
             timeout,
             {"verify": verify, "cert": cert, "proxies": proxies},
         )
         retrying = self._retrying
-        if retrying is None or not retryable:
-            core.deposit()
-            return self._attempt(call)
-        return retrying(call)
+        if retrying is not None and call.retryable:
+            return retrying(call)
+        core.deposit()
+        if call.hedged:
+            return self._attempt_maybe_hedged(call)
+        return self._attempt(call, request)
 
-    def _attempt(self, call: _Call) -> requests.Response:
+    def _accept(self, response: requests.Response) -> bool:
+        """Whether a hedged attempt's response may win: below 500, and not one to retry."""
+        return response.status_code < 500 and not self._core.retry_response(response)
+
+    def _attempt_maybe_hedged(self, call: _Call) -> requests.Response:
+        hedge = self._core.hedge
+        if hedge is None or not call.hedged:
+            return self._attempt(call, call.request)
+        # Every attempt sends a copy: a loser of an earlier round may still be sending one
+        # while a retry starts.
+        return hedge.run_sync(
+            lambda _: self._attempt(call, call.request.copy()),
+            accept=self._accept,
+            discard=_close,
+            target=f"{call.request.method} {call.key}",
+        )
+
+    def _attempt(self, call: _Call, request: requests.PreparedRequest) -> requests.Response:
         core = self._core
-        call.attempt += 1
-        request = call.request
+        number = call.next_number()
         if core.attempt_header is not None:
-            request.headers[core.attempt_header] = str(call.attempt)
+            request.headers[core.attempt_header] = str(number)
         limit = core.attempt_limit(call.start)
         if core.limiter is not None:
             core.limiter.acquire(call.key, timeout=core.rate_wait(limit))
@@ -320,10 +393,10 @@ class ResilientAdapter(HTTPAdapter):
         try:
             breaker = core.breaker_for(call.key)
             if breaker is None:
-                return self._exchange(call, limit)
+                return self._exchange(call, request, limit)
             try:
                 with breaker.guard():
-                    response = self._exchange(call, limit)
+                    response = self._exchange(call, request, limit)
                     raise_for_failure(response, call.key)
             except ServerFailure as failure:
                 return failure.response  # type: ignore[no-any-return]
@@ -333,9 +406,10 @@ class ResilientAdapter(HTTPAdapter):
             if permit is not None:
                 permit.release()
 
-    def _exchange(self, call: _Call, limit: float | None) -> requests.Response:
+    def _exchange(
+        self, call: _Call, request: requests.PreparedRequest, limit: float | None
+    ) -> requests.Response:
         core = self._core
-        request = call.request
         chaos = core.chaos
         if chaos is not None:
             injection = chaos.decide(request)
@@ -350,12 +424,26 @@ class ResilientAdapter(HTTPAdapter):
             **call.options,
         )
         status = response.status_code
-        if call.retryable and ((core.buffer_body and not call.stream) or status in core.statuses):
+        if (call.retryable or call.hedged) and (
+            (core.buffer_body and not call.stream) or status in core.statuses
+        ):
             try:
                 _ = response.content  # read here, so that a reset mid-body is retried
             finally:
                 response.close()  # the body is read: the connection goes back to the pool
         return response
+
+    def close(self) -> None:
+        """Close the connection pools and the hedge's idle threads (``Session.close()``).
+
+        A hedged attempt still running (a loser) cannot be stopped: it ends on its own, and its
+        thread with it.
+        """
+        try:
+            super().close()
+        finally:
+            if self._core.hedge is not None:
+                self._core.hedge.close()
 
     def _synthetic(self, request: requests.PreparedRequest, result: object) -> requests.Response:
         if not isinstance(result, SyntheticResponse):  # checked when the adapter was built
