@@ -15,17 +15,21 @@ each timed run starts from fresh state and is checked after the clock stops.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import gc
 import itertools
+import json
 import logging
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 Runner = Callable[[int], int]
 """Runs a contender ``n`` times and returns the elapsed nanoseconds."""
@@ -365,3 +369,28 @@ def make_async_identity() -> Callable[[int], Awaitable[int]]:
         return x
 
     return f
+
+
+def add_standard_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every micro-benchmark takes: ``--rounds``, ``--quick`` and ``--json``."""
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument(
+        "--quick", action="store_true", help="about 0.01 s per measurement: a smoke run"
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
+
+
+def measurement_seconds(args: argparse.Namespace) -> float | None:
+    """Seconds per measurement for ``args`` (``--quick``: 0.01, else 0.2); ``None`` when
+    ``--rounds`` is below 1 (the message is printed)."""
+    if args.rounds < 1:
+        print("--rounds must be at least 1", file=sys.stderr)
+        return None
+    return 0.01 if args.quick else 0.2
+
+
+def write_json(path: Path | None, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` (``--json``), if given, and say so."""
+    if path is not None:
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        print(f"\nResults written to {path}")

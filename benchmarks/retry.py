@@ -21,12 +21,10 @@ import argparse
 import asyncio
 import importlib
 import importlib.metadata
-import json
 import platform
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import backoff
@@ -37,14 +35,17 @@ import tenacity
 from benchmarks._harness import (
     Measurement,
     Runner,
+    add_standard_arguments,
     async_runner,
     count_sleeps,
     format_table,
     make_async_identity,
     make_identity,
+    measurement_seconds,
     run_interleaved,
     silence_log_output,
     sync_runner,
+    write_json,
 )
 from buttress import retry
 
@@ -465,19 +466,14 @@ def to_json(setup: Setup, results: Results, rounds: int, target_s: float) -> dic
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m benchmarks retry``."""
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    parser.add_argument(
-        "--quick", action="store_true", help="about 0.01 s per measurement: a smoke run"
-    )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
+    add_standard_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the report, optionally write JSON. Returns the exit code."""
-    if args.rounds < 1:
-        print("--rounds must be at least 1", file=sys.stderr)
+    target_s = measurement_seconds(args)
+    if target_s is None:
         return 2
-    target_s = 0.01 if args.quick else 0.2
     silence_log_output()
     loop = asyncio.new_event_loop()
     try:
@@ -491,8 +487,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         loop.close()
     print(report(setup, results, args.rounds, target_s))
-    if args.json:
-        data = to_json(setup, results, args.rounds, target_s)
-        args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        print(f"\nResults written to {args.json}")
+    write_json(args.json, to_json(setup, results, args.rounds, target_s))
     return 0
