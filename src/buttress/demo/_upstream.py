@@ -30,7 +30,7 @@ from buttress.ratelimit import Limiter
 from buttress.storage import storage_from_url
 
 CAPACITY = 8  # requests the service works on at once (the rest wait in its queue)
-THROTTLE = "120/second"  # per client, at the throttled API in front of the service
+THROTTLE = "100/second"  # per client, at the throttled API in front of the service
 PHASES = (("healthy", 0.3), ("outage", 0.63), ("recovered", 1.0))  # phase, ends at this fraction
 
 

@@ -252,7 +252,7 @@ def _row(second: Second, served: int) -> list[str]:
     ]
 
 
-COLUMNS = ("calls", "ok", "p50 ms", "p99 ms", "retries", "429s", "load", "breaker")
+COLUMNS = ("calls", "ok", "p50 ms", "p99 ms", "retries", "429s", "load/s", "breaker")
 
 
 async def _poll_load(
@@ -281,56 +281,53 @@ def _show_plain(tallies: dict[str, Tally], index: int, seconds: float) -> None:
         )
         parts.append(
             f"{name}: {row['ok']:>4} ok, p99 {row['p99 ms']:>5} ms, {row['retries']:>3} retries,"
-            f" load {row['load']:>3}/s" + (f", {row['breaker']}" if name == "buttress" else "")
+            f" {row['429s']:>3} 429s, load {row['load/s']:>3}/s"
+            + (f", {row['breaker']}" if name == "buttress" else "")
         )
     print(f"t={index + 1:>2}s {phase:<9} | " + " | ".join(parts), flush=True)
 
 
-LIVE_COLUMNS = ("ok", "p99", "retry", "load")  # of each client, side by side
 SERVICE = {"healthy": "up", "outage": "DOWN", "recovered": "up again"}
+LIVE_ROWS = 6  # seconds shown per client
 
 
 async def _live(tallies: dict[str, Tally], total: int, seconds: float, began: float) -> None:
-    """Redraw a table of the last seconds, both clients side by side, until the run ends.
+    """Redraw a table per client of its last seconds, until the run ends.
 
     A second's row fills in as its calls end (a naive call may take 4 s); the summary waits for
     all of them.
     """
     from rich import box  # noqa: PLC0415 - the live view only
+    from rich.console import Group  # noqa: PLC0415
     from rich.live import Live  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    def render() -> Table:
+    def render() -> Group:
         done = min(total, int(time.monotonic() - began) + 1)
-        table = Table(
-            box=box.SIMPLE_HEAD,
-            padding=(0, 1),
-            pad_edge=False,
-            collapse_padding=True,
-            title="each second's calls: ok %, p99 latency (ms), retries, load on the service /s",
-            title_justify="left",
-        )
-        table.add_column("t", justify="right", no_wrap=True)
-        table.add_column("service", no_wrap=True, min_width=8)
+        tables = []
         for name in CLIENTS:
-            for column in LIVE_COLUMNS:
-                heading = name if column == "ok" else column
-                table.add_column(heading, justify="right", no_wrap=True)
-        table.add_column("breaker", no_wrap=True, min_width=9)
-        for index in range(max(0, done - 12), done):
-            cells = [f"{index + 1}s", SERVICE[phase_at(index + 0.5, seconds)]]
-            for name in CLIENTS:
-                row = dict(
-                    zip(
-                        COLUMNS,
-                        _row(tallies[name].second(index), tallies[name].served[index]),
-                        strict=True,
-                    )
+            title = "naive: retries at once" if name == "naive" else "buttress: a pipeline"
+            table = Table(
+                box=box.SIMPLE_HEAD,
+                padding=(0, 1),
+                pad_edge=False,
+                collapse_padding=True,
+                title=title,
+                title_justify="left",
+            )
+            table.add_column("t", justify="right", no_wrap=True)
+            table.add_column("service", no_wrap=True, min_width=8)
+            for column in COLUMNS:
+                table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+            for index in range(max(0, done - LIVE_ROWS), done):
+                tally = tallies[name]
+                table.add_row(
+                    f"{index + 1}s",
+                    SERVICE[phase_at(index + 0.5, seconds)],
+                    *_row(tally.second(index), tally.served[index]),
                 )
-                cells += [row["ok"], row["p99 ms"], row["retries"], row["load"]]
-            cells.append(tallies["buttress"].second(index).breaker or "-")
-            table.add_row(*cells)
-        return table
+            tables.append(table)
+        return Group(*tables)
 
     with Live(render(), refresh_per_second=4, transient=False) as live:
         while time.monotonic() - began < total + PLAIN_LAG:
@@ -471,6 +468,7 @@ def _summary(tally: Tally, seconds: float) -> dict[str, float]:
         "p50": _percentile(latencies, 0.5),
         "p99": _percentile(latencies, 0.99),
         "attempts": sum(second.attempts for second in tally.seconds),
+        "throttled": sum(second.throttled for second in tally.seconds),
         "outage_load": statistics.fmean(tally.served[i] for i in outage) if outage else 0.0,
         "recovered_in": recovered_in,
     }
@@ -485,6 +483,7 @@ SUMMARY_ROWS: tuple[tuple[str, str, Callable[[float], str], bool], ...] = (
     ("p50 latency", "p50", _ms, False),
     ("p99 latency", "p99", _ms, False),
     ("HTTP attempts sent", "attempts", lambda v: f"{v:,.0f}", False),
+    ("429s from the throttled API", "throttled", lambda v: f"{v:,.0f}", False),
     ("load on the service while down", "outage_load", lambda v: f"{v:.0f} req/s", False),
     (
         "95% ok again after it came back",
