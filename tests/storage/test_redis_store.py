@@ -248,8 +248,9 @@ class TestSameAnswersAsMemory:
 
 class TestRobustness:
     def test_the_log_forgets_what_left_the_window(self, store, raw, prefix):
-        # Peeks and rejections only read the log; the next admission removes the entries that
-        # have left the window. Every answer is the memory store's all along.
+        # Peeks and rejections only read the log; an admission reads past the entries that have
+        # left the window (they are removed later, see TestLazyLog). Every answer is the memory
+        # store's all along.
         rate = Rate(3, per=10)
         memory = MemoryStorage()
         (log,) = state_keys(prefix, "k", "sliding-window", rate)
@@ -269,7 +270,8 @@ class TestRobustness:
         got = store.decide("sliding-window", "k", (rate,), 2, now=11.0)
         assert got == memory.decide("sliding-window", "k", (rate,), 2, now=11.0)
         assert got.allowed
-        assert raw.zcard(log) == 2  # 2.0 and 11.0
+        assert raw.zcard(log) == 4  # 0.0 and 1.0 linger (two units: fewer than SWEEP)
+        assert raw.zcount(log, "(1.0", "+inf") == 2  # 2.0 and 11.0
 
     def test_the_log_counts_exactly_when_the_clock_goes_back(self, store):
         rate = Rate(3, per=10)
@@ -335,6 +337,191 @@ class TestRobustness:
             assert store.release_lease("k", "a", now=0.0)
         finally:
             client.close()
+
+
+SWEEP = 32  # sliding_window.lua: stale entries are removed once their costs add up to this
+V1_SCRIPT = Path(__file__).with_name("sliding_window_v1.lua")
+
+
+def v1_decide(
+    store: RedisStorage, raw: redis.Redis, rates: tuple[Rate, ...], cost: int, *, now: float
+) -> Decision:
+    """A decision by the sliding log script of the previous release, on ``store``'s keys."""
+    lua = Path(buttress.storage.redis.__file__).with_name("lua")
+    text = "\n".join(
+        path.read_text("utf-8") for path in (lua / "head.lua", V1_SCRIPT, lua / "tail.lua")
+    )
+    sha = cast(str, raw.script_load(text))  # SCRIPT LOAD adds a script; it removes none
+    plan = store._plan("sliding-window", rates)
+    nkeys, *args = store._arguments(plan, "k", cost, True, now)
+    reply = raw.evalsha(sha, cast(int, nkeys), *cast(list[str], args))
+    return plan.decision(reply)
+
+
+def members(raw: redis.Redis, log: str) -> list[tuple[str, float]]:
+    return cast(list[tuple[str, float]], raw.zrange(log, 0, -1, withscores=True))
+
+
+class TestLazyLog:
+    def test_stale_entries_are_removed_once_their_costs_add_up(self, store, raw, prefix):
+        # One admission a second on a 10-second window: from t = 10 on, one entry leaves the
+        # window at each admission. The set holds the ten live entries and up to SWEEP - 1
+        # stale ones, which are removed together once there are SWEEP of them.
+        rate = Rate(100, per=10)
+        memory = MemoryStorage()
+        (log,) = state_keys(prefix, "k", "sliding-window", rate)
+        stale_counts = []
+        for step in range(120):
+            at = 1000.0 + step
+            got = store.decide("sliding-window", "k", (rate,), 1, now=at)
+            assert got == memory.decide("sliding-window", "k", (rate,), 1, now=at), step
+            live = raw.zcount(log, f"({at - 10}", "+inf")
+            assert live == min(step + 1, 10)
+            stale_counts.append(raw.zcard(log) - live)
+        assert max(stale_counts) == SWEEP - 1
+        assert stale_counts[9:] == [(step - 9) % SWEEP for step in range(9, 120)]
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        limit=st.integers(1, 60),
+        period=st.sampled_from([2.0, 5.0, 10.0]),
+        two=st.booleans(),
+        steps=st.lists(
+            st.tuples(
+                st.integers(0, 12).map(lambda quarters: quarters * 0.25),
+                st.integers(1, 4),
+                st.sampled_from([True, True, True, True, False]),
+            ),
+            min_size=50,
+            max_size=300,
+        ),
+    )
+    def test_same_answers_as_memory_and_bounded_memory(
+        self, store, raw, prefix, limit, period, two, steps
+    ):
+        # Long sequences, so that stale entries pile up and are swept again and again.
+        key = uuid.uuid4().hex
+        rate = Rate(limit, per=period)
+        rates = (rate, Rate(limit * 3, per=period * 4)) if two else (rate,)
+        memory = MemoryStorage()
+        logs = [state_keys(prefix, key, "sliding-window", r)[0] for r in rates]
+        now = 5000.0
+        for step, (delay, wanted, consume) in enumerate(steps):
+            now += delay
+            cost = min(wanted, limit)
+            got = store.decide("sliding-window", key, rates, cost, consume=consume, now=now)
+            want = memory.decide("sliding-window", key, rates, cost, consume=consume, now=now)
+            assert_same(got, want, (step, now, cost, consume))
+            if got.allowed and consume:
+                for r, log in zip(rates, logs, strict=True):
+                    # Each stale entry costs at least 1: fewer than SWEEP of them remain.
+                    live = raw.zcount(log, f"({now - r.period!r}", "+inf")
+                    assert 0 <= raw.zcard(log) - live < SWEEP, (step, r)
+
+    def test_a_request_of_cost_zero_removes_stale_entries(self, store, raw, prefix):
+        # Entries of cost 0 add nothing to the sum that decides sweeps: an admission of cost 0
+        # that finds entries newly out of the window removes every stale one at once.
+        rate = Rate(5, per=10)
+        (log,) = state_keys(prefix, "k", "sliding-window", rate)
+        memory = MemoryStorage()
+        for at, cost in [(0.0, 1), (1.0, 0), (2.0, 1), (11.5, 1), (12.5, 0), (12.5, 1)]:
+            got = store.decide("sliding-window", "k", (rate,), cost, now=at)
+            assert got == memory.decide("sliding-window", "k", (rate,), cost, now=at), at
+            if at == 11.5:
+                assert raw.zcard(log) == 4  # 0.0 and 1.0 linger; 2.0 and 11.5 are live
+        assert [score for _, score in members(raw, log)] == [11.5, 12.5, 12.5]
+
+    @pytest.mark.parametrize("two", [False, True], ids=["one rate", "two rates"])
+    def test_members_written_by_the_previous_release(self, store, raw, prefix, two):
+        # Logs written before f and e existed: read as they are; the next admission removes
+        # their stale entries (f unknown) and sets the expiry (e unknown).
+        rate = Rate(4, per=10)
+        rates = (rate, Rate(50, per=100)) if two else (rate,)
+        memory = MemoryStorage()
+        for at in (0.0, 3.0, 4.0, 9.0):
+            v1_decide(store, raw, rates, 1, now=at)
+            memory.decide("sliding-window", "k", rates, 1, now=at)
+        (log,) = state_keys(prefix, "k", "sliding-window", rate)
+        assert all("\0" not in member for member, _ in members(raw, log))
+        raw.persist(log)  # an expiry not set by this script: the next admission sets its own
+        for at, cost, consume in [(11.0, 1, False), (12.0, 2, True), (12.0, 1, True)]:
+            got = store.decide("sliding-window", "k", rates, cost, consume=consume, now=at)
+            want = memory.decide("sliding-window", "k", rates, cost, consume=consume, now=at)
+            assert got == want, at
+        # Cost 2 at 12.0 is rejected, cost 1 admitted: the entry of 0.0 had left, and an
+        # unknown f has it removed at once.
+        assert [score for _, score in members(raw, log)] == [3.0, 4.0, 9.0, 12.0]
+        newest, _ = members(raw, log)[-1]
+        assert newest == "0000000000000004:1:1:3\x001:"  # f = 1: the set begins at 3.0; no e
+        assert 0 < raw.pttl(log) <= 10_001
+
+    @settings(
+        max_examples=20,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        two=st.booleans(),
+        steps=st.lists(
+            st.tuples(
+                st.integers(0, 8).map(lambda quarters: quarters * 0.25),
+                st.integers(1, 3),
+                st.booleans(),  # decided by the previous release's script
+            ),
+            min_size=10,
+            max_size=120,
+        ),
+    )
+    def test_a_rolling_upgrade(self, store, raw, prefix, two, steps):
+        # Clients of both releases on one log: the previous script reads the new members (the
+        # NUL byte hides f and e from it) and the new one reads what the previous one writes.
+        rates = (Rate(6, per=5), Rate(20, per=30)) if two else (Rate(6, per=5),)
+        memory = MemoryStorage()
+        raw.delete(*[state_keys(prefix, "k", "sliding-window", r)[0] for r in rates])
+        now = 100.0
+        for step, (delay, cost, previous) in enumerate(steps):
+            now += delay
+            if previous:
+                got = v1_decide(store, raw, rates, cost, now=now)
+            else:
+                got = store.decide("sliding-window", "k", rates, cost, now=now)
+            want = memory.decide("sliding-window", "k", rates, cost, now=now)
+            assert got == want, (step, now, cost, previous)
+
+    def test_the_expiry_is_refreshed_once_an_eighth_of_the_period_has_passed(
+        self, store, raw, prefix
+    ):
+        # On the server's clock the key gets period * 9 / 8 and keeps it while admissions
+        # need no more; then it gets period * 9 / 8 again.
+        rate = Rate(1000, per=2.0)
+        (log,) = state_keys(prefix, "k", "sliding-window", rate)
+        assert store.decide("sliding-window", "k", (rate,), 1).allowed
+        first = raw.pttl(log)
+        assert 2200 <= first <= 2251
+        time.sleep(0.1)
+        assert store.decide("sliding-window", "k", (rate,), 1).allowed
+        kept = raw.pttl(log)
+        assert first - 200 <= kept <= first - 90  # not refreshed: it still outlives at + period
+        newest, _ = members(raw, log)[-1]
+        expiry = float(newest.rsplit(":", 1)[1])
+        seconds, microseconds = raw.time()
+        assert expiry - (seconds + microseconds / 1e6) == pytest.approx(kept / 1000, abs=0.05)
+        time.sleep(0.2)  # 0.3 s since the key got its expiry: more than an eighth of 2 s
+        assert store.decide("sliding-window", "k", (rate,), 1).allowed
+        assert 2200 <= raw.pttl(log) <= 2251
+
+    def test_an_explicit_time_sets_the_expiry_at_every_admission(self, store, raw, prefix):
+        rate = Rate(1000, per=2.0)
+        (log,) = state_keys(prefix, "k", "sliding-window", rate)
+        for at in (100.0, 100.5, 101.0):
+            assert store.decide("sliding-window", "k", (rate,), 1, now=at).allowed
+            assert 1900 < raw.pttl(log) <= 2001
+            newest, _ = members(raw, log)[-1]
+            assert newest.endswith(":")  # no expiry kept
 
 
 class TestAllOrNothing:
