@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -33,6 +33,7 @@ from buttress.fallback import Fallback
 from buttress.hedge import Hedge
 from buttress.ratelimit import Limiter, RateLimitDecided
 from buttress.retry import RetryScheduled, RetrySucceeded, WaitFixed
+from buttress.storage import Storage
 from buttress.storage.memory import MemoryStorage
 from buttress.testing import FakeClock
 from buttress.timeout import TimeLimit
@@ -239,8 +240,31 @@ class FlakyStore:
             raise StorageError("store unreachable")
         return self.inner.decide(*args, **kwargs)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+
+def _delegate(name: str) -> Any:
+    def method(self: FlakyStore, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.inner, name)(*args, **kwargs)
+
+    return method
+
+
+# Real methods, not __getattr__: since Python 3.12 a runtime protocol check sees only what the
+# class itself defines.
+for _name in (
+    "aacquire_lease",
+    "acount_leases",
+    "acquire_lease",
+    "adecide",
+    "arelease_lease",
+    "arenew_lease",
+    "areset",
+    "close",
+    "count_leases",
+    "release_lease",
+    "renew_lease",
+    "reset",
+):
+    setattr(FlakyStore, _name, _delegate(_name))
 
 
 class TestRateLimit:
@@ -256,7 +280,7 @@ class TestRateLimit:
         store = FlakyStore()
         limiter = Limiter(
             "1/minute",
-            storage=store,
+            storage=cast("Storage", store),  # its methods are set on the class below it
             name="shared",
             on_store_error="fail-open",
             rejection_cache=True,
