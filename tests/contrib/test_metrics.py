@@ -280,7 +280,7 @@ class TestRateLimit:
         store = FlakyStore()
         limiter = Limiter(
             "1/minute",
-            storage=cast("Storage", store),  # its methods are set on the class below it
+            storage=cast("Storage", store),  # mypy cannot see the methods set on the class
             name="shared",
             on_store_error="fail-open",
             rejection_cache=True,
