@@ -336,6 +336,15 @@ class Target:
     details: list[str]
     required: bool = True
 
+    def as_json(self) -> dict[str, Any]:
+        """The target as the benchmarks' ``--json`` output writes it."""
+        return {
+            "target": self.label,
+            "passed": self.passed,
+            "details": self.details,
+            "required": self.required,
+        }
+
 
 def format_targets(targets: Sequence[Target]) -> list[str]:
     """Render targets as ``PASS``/``FAIL``/``N/A`` lines, each followed by its details."""

@@ -828,10 +828,7 @@ def to_json(
             for where, runner in setup.checked.items()
             if runner.problems
         },
-        "targets": [
-            {"target": t.label, "passed": t.passed, "details": t.details, "required": t.required}
-            for t in targets(results)
-        ],
+        "targets": [t.as_json() for t in targets(results)],
     }
 
 

@@ -237,9 +237,7 @@ def to_json(results: Results, rounds: int, target_s: float) -> dict[str, Any]:
             for scenario, measured in results.items()
         },
         "ratios": {scenario: _ratio(results, scenario) for scenario in results},
-        "targets": [
-            {"target": t.label, "passed": t.passed, "details": t.details} for t in targets(results)
-        ],
+        "targets": [t.as_json() for t in targets(results)],
     }
 
 

@@ -373,10 +373,7 @@ def to_json(setup: Setup, results: Results, rounds: int, target_s: float) -> dic
             }
             for scenario, measured in results.items()
         },
-        "targets": [
-            {"target": t.label, "passed": t.passed, "details": t.details, "required": t.required}
-            for t in targets(results)
-        ],
+        "targets": [t.as_json() for t in targets(results)],
     }
 
 

@@ -63,6 +63,7 @@ from benchmarks._harness import (
     FreshRunner,
     Measurement,
     Runner,
+    Target,
     Trial,
     format_table,
     run_interleaved,
@@ -701,16 +702,6 @@ def run_processes(
 Results = dict[str, dict[str, Measurement]]
 
 
-@dataclass
-class Target:
-    """One line of the issue's targets, with its verdict (None: something was not measured)."""
-
-    label: str
-    passed: bool | None
-    details: list[str]
-    required: bool = True
-
-
 def _us(results: Results, scenario: str, name: str) -> float | None:
     measured = results.get(scenario, {}).get(name)
     return None if measured is None else measured.median / 1000
@@ -1039,10 +1030,7 @@ def to_json(
             },
             **({MULTI: dict(multi.problems)} if multi is not None and multi.problems else {}),
         },
-        "targets": [
-            {"target": t.label, "passed": t.passed, "details": t.details, "required": t.required}
-            for t in targets(results, setup, multi)
-        ],
+        "targets": [t.as_json() for t in targets(results, setup, multi)],
     }
 
 

@@ -35,6 +35,7 @@ import tenacity
 from benchmarks._harness import (
     Measurement,
     Runner,
+    Target,
     add_standard_arguments,
     async_runner,
     count_sleeps,
@@ -263,16 +264,6 @@ def _contender(
 Results = dict[str, dict[str, Measurement]]
 
 
-@dataclass
-class Target:
-    """One line of the issue's targets, with its verdict (None: a contender was not measured)."""
-
-    label: str
-    passed: bool | None
-    details: list[str]
-    required: bool = True
-
-
 def _overhead(results: Results, scenario: str, name: str) -> float:
     return results[scenario][name].median - results[scenario][BARE].median
 
@@ -453,10 +444,7 @@ def to_json(setup: Setup, results: Results, rounds: int, target_s: float) -> dic
             }
             for scenario, measured in results.items()
         },
-        "targets": [
-            {"target": t.label, "passed": t.passed, "details": t.details, "required": t.required}
-            for t in targets(results)
-        ],
+        "targets": [t.as_json() for t in targets(results)],
         "default_logging": DEFAULT_LOGGING,
     }
 
