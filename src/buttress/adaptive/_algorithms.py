@@ -113,7 +113,26 @@ def _check_sample(rtt: float, inflight: int) -> None:
         raise ValueError(f"inflight must be >= 0, got {inflight!r}")
 
 
-class AIMD:
+class _Bounded:
+    """What every limit algorithm here has: its bounds, checked once with the initial limit."""
+
+    __slots__ = ("_max", "_min")
+
+    def __init__(self, min_limit: object, max_limit: object, initial_limit: object) -> None:
+        self._min, self._max, _ = _check_limits(min_limit, max_limit, initial_limit)
+
+    @property
+    def min_limit(self) -> int:
+        """The lowest limit."""
+        return self._min
+
+    @property
+    def max_limit(self) -> int:
+        """The highest limit."""
+        return self._max
+
+
+class AIMD(_Bounded):
     """Additive increase, multiplicative decrease: a loss-based limit.
 
     On every sample that was not dropped, while the limit is in use (``inflight * 2 >= limit``),
@@ -137,7 +156,7 @@ class AIMD:
         ValueError: If an argument is out of range (the message names it).
     """
 
-    __slots__ = ("_backoff_at", "_backoff_ratio", "_limit", "_max", "_min", "_timeout")
+    __slots__ = ("_backoff_at", "_backoff_ratio", "_limit", "_timeout")
 
     def __init__(
         self,
@@ -148,7 +167,8 @@ class AIMD:
         backoff_ratio: float = 0.9,
         timeout: Duration | None = None,
     ) -> None:
-        self._min, self._max, self._limit = _check_limits(min_limit, max_limit, initial_limit)
+        super().__init__(min_limit, max_limit, initial_limit)
+        self._limit = int(initial_limit)
         self._backoff_ratio = _check_fraction(
             backoff_ratio, "backoff_ratio", 0.5, 1.0, low_open=False, high_open=True
         )
@@ -159,16 +179,6 @@ class AIMD:
     def limit(self) -> int:
         """The current limit."""
         return self._limit
-
-    @property
-    def min_limit(self) -> int:
-        """The lowest limit."""
-        return self._min
-
-    @property
-    def max_limit(self) -> int:
-        """The highest limit."""
-        return self._max
 
     def on_sample(self, start: float, rtt: float, inflight: int, dropped: bool) -> int:
         """Grow by 1 while in use and healthy, back off on a drop (see the class).
@@ -201,7 +211,7 @@ class AIMD:
         return f"AIMD(limit={self._limit}, min_limit={self._min}, max_limit={self._max})"
 
 
-class Vegas:
+class Vegas(_Bounded):
     """A delay-based limit after TCP Vegas: keep a small queue downstream.
 
     The lowest RTT seen is taken as the no-load RTT; the queue downstream is estimated as
@@ -246,8 +256,6 @@ class Vegas:
         "_estimate",
         "_increase",
         "_jitter",
-        "_max",
-        "_min",
         "_probe_count",
         "_probe_multiplier",
         "_rng",
@@ -271,7 +279,8 @@ class Vegas:
         probe_multiplier: int = 30,
         rng: random.Random | None = None,
     ) -> None:
-        self._min, self._max, initial = _check_limits(min_limit, max_limit, initial_limit)
+        super().__init__(min_limit, max_limit, initial_limit)
+        initial = int(initial_limit)
         self._smoothing = _check_fraction(
             smoothing, "smoothing", 0.0, 1.0, low_open=True, high_open=False
         )
@@ -301,16 +310,6 @@ class Vegas:
     def limit(self) -> int:
         """The current limit."""
         return int(self._estimate)
-
-    @property
-    def min_limit(self) -> int:
-        """The lowest limit."""
-        return self._min
-
-    @property
-    def max_limit(self) -> int:
-        """The highest limit."""
-        return self._max
 
     @property
     def rtt_noload(self) -> float | None:
@@ -391,7 +390,7 @@ def _default_decrease(estimate: float) -> float:
     return estimate - log10_root(int(estimate))
 
 
-class Gradient2:
+class Gradient2(_Bounded):
     """A delay-based limit that follows the gradient of latency against its long-term average.
 
     Each sample's RTT (the short-term RTT) is compared with an exponential average of RTTs over
@@ -435,8 +434,6 @@ class Gradient2:
         "_decay",
         "_estimate",
         "_long_rtt",
-        "_max",
-        "_min",
         "_queue_size",
         "_short_rtt",
         "_smoothing",
@@ -456,7 +453,8 @@ class Gradient2:
         long_window: int = 600,
         warmup: int = 10,
     ) -> None:
-        self._min, self._max, initial = _check_limits(min_limit, max_limit, initial_limit)
+        super().__init__(min_limit, max_limit, initial_limit)
+        initial = int(initial_limit)
         self._smoothing = _check_fraction(
             smoothing, "smoothing", 0.0, 1.0, low_open=True, high_open=False
         )
@@ -481,16 +479,6 @@ class Gradient2:
     def limit(self) -> int:
         """The current limit."""
         return int(self._estimate)
-
-    @property
-    def min_limit(self) -> int:
-        """The lowest limit."""
-        return self._min
-
-    @property
-    def max_limit(self) -> int:
-        """The highest limit."""
-        return self._max
 
     @property
     def long_rtt(self) -> float:
