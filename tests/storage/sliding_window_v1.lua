@@ -1,6 +1,6 @@
--- The sliding window log script as released before lazy removal and kept expiry (members
--- "<c>:<cost>:<b>:<o>"): tests/storage/test_redis_store.py runs it against logs written by the
--- current script, as a rolling upgrade would. A test fixture: not shipped.
+-- The sliding window log script of an earlier build (text members "<c>:<cost>:<b>:<o>", keys
+-- named "...:swl:..."): tests/storage/test_redis_store.py writes a log with it under the
+-- current key name, to check that the current script begins such a log again. Not shipped.
 
 -- Sliding window log: one sorted set per rate, an entry per admitted request, score its time
 -- (_log_view and _log_take in buttress/ratelimit/_algorithms.py). An entry's member is

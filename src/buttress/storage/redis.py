@@ -21,7 +21,7 @@ the hash tag ``{P:K}``, so that the multi-key scripts work on Redis Cluster)::
                                     a sorted set of the admitted requests)
     {P:K}:leases                    the concurrency leases (sorted set, score = expiry)
 
-``<alg>`` is ``fw``, ``swl``, ``swc``, ``tb`` or ``gcra``; ``<period>`` is the period in seconds
+``<alg>`` is ``fw``, ``swlog``, ``swc``, ``tb`` or ``gcra``; ``<period>`` is the period in seconds
 as Python's ``repr`` writes it (``60.0``): the scripts read limit and period back from the key's
 name (exactly: ``tonumber`` gives back the same double). Every state key expires once its state is
 the same as a fresh one, and the lease set with its latest lease, so Redis frees what is no longer
@@ -74,7 +74,7 @@ __all__ = ["RedisStorage"]
 # algorithm -> (short name in keys, script file)
 _ALGORITHMS: dict[str, tuple[str, str]] = {
     "fixed-window": ("fw", "fixed_window"),
-    "sliding-window": ("swl", "sliding_window"),
+    "sliding-window": ("swlog", "sliding_window"),
     "sliding-window-counter": ("swc", "sliding_window_counter"),
     "token-bucket": ("tb", "token_bucket"),
     "gcra": ("gcra", "gcra"),
