@@ -45,6 +45,8 @@ VARIANTS: tuple[tuple[str, str], ...] = (
     ("buttress", "redis"),
     ("peer", "memory"),
     ("peer", "redis"),
+    ("headers", "memory"),  # the floor for a limiter that sends the RateLimit-* headers
+    ("ping", "redis"),  # the floor for a limiter that asks Redis once per request
 )
 TARGETS = {  # (framework, storage) -> the ratio buttress must reach, and the issue's peer figure
     ("flask", "memory"): (0.93, 0.76),
@@ -69,6 +71,10 @@ def free_port() -> int:
 def label(framework: str, limiter: str, storage: str) -> str:
     if limiter == "none":
         return f"{framework}, no limiter"
+    if limiter == "ping":
+        return f"{framework} + one PING per request (floor)"
+    if limiter == "headers":
+        return f"{framework} + the 4 headers only (floor)"
     name = "buttress" if limiter == "buttress" else PEERS[framework]
     return f"{framework} + {name}, {storage}"
 
@@ -235,10 +241,22 @@ def targets(results: Results, frameworks: Sequence[str]) -> list[Target]:
                         f"{PEERS[framework]} {peer_m:.3f} (the issue's figure: {issue_peer})"
                         if peer_m is not None
                         else f"{PEERS[framework]}: not measured",
+                        *_floor(results, framework, storage),
                     ],
                 )
             )
     return found
+
+
+def _floor(results: Results, framework: str, storage: str) -> list[str]:
+    """The floor of a limiter: its headers alone (memory), one PING per request (Redis)."""
+    if storage == "redis":
+        floor, what = results.ratios.get(label(framework, "ping", "redis")), "one PING per request"
+    else:
+        floor, what = results.ratios.get(label(framework, "headers", "memory")), "the 4 headers"
+    if not floor:
+        return []
+    return [f"{what} and nothing else (a floor) {statistics.median(floor):.3f}"]
 
 
 def report(results: Results, frameworks: Sequence[str], rounds: int) -> str:

@@ -2,8 +2,11 @@
 
 Chosen by environment variables, read by the factories below in the server's worker process:
 
-* ``BENCH_WEB_LIMITER``: ``none``, ``buttress`` or ``peer`` (Flask-Limiter for Flask, slowapi
-  for FastAPI);
+* ``BENCH_WEB_LIMITER``: ``none``, ``buttress``, ``peer`` (Flask-Limiter for Flask, slowapi
+  for FastAPI) or ``ping``: no limiter, one Redis ``PING`` per request on buttress's own
+  connection (the transport a decision uses, without its script): the floor for any limiter
+  that asks Redis once per request; or ``headers``: no limiter, the four ``RateLimit-*``
+  headers (constant values) added to every response, the floor for any limiter that sends them;
 * ``BENCH_WEB_STORAGE``: ``memory`` or a ``redis://`` URL;
 * ``BENCH_WEB_PREFIX``: the run's key prefix on Redis.
 
@@ -17,6 +20,13 @@ import os
 from typing import Any
 
 LIMIT = "1000000000 per hour"
+PING = b"*1\r\n$4\r\nPING\r\n"
+HEADERS = [  # what an admitted request's headers look like under LIMIT
+    ("RateLimit-Limit", "1000000000"),
+    ("RateLimit-Remaining", "999987654"),
+    ("RateLimit-Reset", "2481"),
+    ("RateLimit-Policy", "1000000000;w=3600"),
+]
 
 
 def _settings() -> tuple[str, str, str]:
@@ -49,6 +59,21 @@ def flask_app() -> Any:
             Limiter(get_remote_address, app=app, default_limits=[LIMIT], storage_uri="memory://")
         else:
             Limiter(get_remote_address, app=app, default_limits=[LIMIT], storage=store)
+    elif limiter_kind == "ping":
+        from buttress.storage.redis import RedisStorage  # noqa: PLC0415
+
+        connections = RedisStorage.from_url(storage, prefix=prefix)._connections  # noqa: SLF001
+
+        @app.before_request
+        def ping() -> None:
+            assert connections is not None  # noqa: S101 - a plain redis:// URL
+            link = connections.take()
+            link.open().sendall(PING)
+            link.read()
+            connections.give(link)
+
+    elif limiter_kind == "headers":
+        app.wsgi_app = _WithHeaders(app.wsgi_app)  # type: ignore[method-assign]
     elif limiter_kind == "peer":
         from flask_limiter import Limiter as PeerLimiter  # noqa: PLC0415
         from flask_limiter.util import get_remote_address as peer_address  # noqa: PLC0415
@@ -98,4 +123,58 @@ def fastapi_app() -> Any:
             "memory://" if storage == "memory" else RedisStorage.from_url(storage, prefix=prefix)
         )
         app.add_middleware(RateLimitMiddleware, default_limits=[LIMIT], storage=store)
+    elif limiter_kind == "ping":
+        return _PingMiddleware(app, storage, prefix)
+    elif limiter_kind == "headers":
+        return _HeadersMiddleware(app)
     return app
+
+
+class _WithHeaders:
+    """WSGI: the four headers added to every response, nothing else."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], *info: Any) -> Any:
+            return start_response(status, [*headers, *HEADERS], *info)
+
+        return self.app(environ, start)
+
+
+class _HeadersMiddleware:
+    """ASGI: the four headers added to every HTTP response, nothing else."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.headers = [(name.lower().encode(), value.encode()) for name, value in HEADERS]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = self.headers
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *headers]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class _PingMiddleware:
+    """One ``PING`` per HTTP request on buttress's asyncio connection, then the app."""
+
+    def __init__(self, app: Any, url: str, prefix: str) -> None:
+        from buttress.storage.redis import RedisStorage  # noqa: PLC0415
+
+        self.app = app
+        self.store = RedisStorage.from_url(url, prefix=prefix)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            link = await self.store._opened(2.0)  # noqa: SLF001 - the decisions' own link
+            await link.send(PING, 2.0)
+        await self.app(scope, receive, send)
