@@ -43,7 +43,8 @@ if #KEYS == 1 then
 end
 
 local count = #KEYS
-local fits, remaining, resets, retries, used, stops, ends = {}, {}, {}, {}, {}, {}, {}
+local fits, remaining, resets, retries = {false, false}, {0, 0}, {0, 0}, {0, 0}
+local used, stops, ends = {0, 0}, {0, 0}, {false, false}
 local allowed = true
 for i = 1, count do
   local limit, period = string.match(KEYS[i], ':(%d+):([%d.]+)$', -48)

@@ -51,7 +51,8 @@ if #KEYS == 1 then
 end
 
 local count = #KEYS
-local fits, remaining, resets, retries, tats = {}, {}, {}, {}, {}
+local fits, remaining, resets, retries = {false, false}, {0, 0}, {0, 0}, {0, 0}
+local tats = {0, 0}
 local allowed = true
 for i = 1, count do
   local limit, period = string.match(KEYS[i], ':(%d+):([%d.]+)$', -48)

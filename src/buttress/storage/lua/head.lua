@@ -15,6 +15,8 @@
 -- Times are seconds as Lua numbers (IEEE doubles, like Python floats): the arithmetic matches
 -- buttress/ratelimit/_algorithms.py bit for bit, statement by statement. Each script has a
 -- straight path for one rate (no tables, no closures) and a loop for several, all or nothing.
+-- The loop's tables are made with two slots ({false, false}, {0, 0}): filling an empty table
+-- allocates as it grows, which cost about 0.6 µs per two-rate decision.
 -- A state is written back with a TTL (milliseconds, rounded up, plus one) that ends once it is
 -- the same as a fresh state, so that Redis frees it. The TTL goes as a string: Redis would
 -- format a Lua number with 17 digits, which costs more. When a state's expiry has not moved

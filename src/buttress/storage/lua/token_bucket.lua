@@ -59,7 +59,8 @@ if #KEYS == 1 then
 end
 
 local count = #KEYS
-local fits, remaining, resets, retries, lefts, expiries = {}, {}, {}, {}, {}, {}
+local fits, remaining, resets, retries = {false, false}, {0, 0}, {0, 0}, {0, 0}
+local lefts, expiries = {0, 0}, {0, 0}
 local allowed = true
 for i = 1, count do
   local limit, period = string.match(KEYS[i], ':(%d+):([%d.]+)$', -48)
@@ -94,10 +95,15 @@ for i = 1, count do
   end
 end
 
+local stamp -- ' <now>', formatted once for every rate
+
 local function commit(i)
   local ms = math.ceil((expiries[i] - now) * 1000)
   if ms > 0 then
-    redis.call('SET', KEYS[i], string.format('%.17g %.17g', lefts[i], now),
+    if stamp == nil then
+      stamp = string.format(' %.17g', now)
+    end
+    redis.call('SET', KEYS[i], string.format('%.17g', lefts[i]) .. stamp,
       'PX', string.format('%d', ms + 1))
   else
     redis.call('DEL', KEYS[i])
