@@ -68,7 +68,7 @@ def flask_app() -> Any:
         def ping() -> None:
             assert connections is not None  # noqa: S101 - a plain redis:// URL
             link = connections.take()
-            link.open().sendall(PING)
+            link.send(PING)
             link.read()
             connections.give(link)
 

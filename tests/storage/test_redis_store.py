@@ -977,6 +977,39 @@ class TestFailures:
             finally:
                 store.close()
 
+    @pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix socket"])
+    def test_a_frozen_server_times_out_in_the_kernel(self, tmp_path, unix):
+        # The store's own connections keep their timeout in the kernel (SO_RCVTIMEO and
+        # SO_SNDTIMEO on a blocking socket, no poll before each call): a server that stops
+        # answering after the handshake still ends the call after the timeout, as a
+        # redis.TimeoutError, and the next call after it thaws works on a new connection.
+        servers = private_server(tmp_path, unix=unix)
+        server = next(servers)
+        store = RedisStorage.from_url(server.url, timeout=0.3)
+        try:
+            assert store.decide("fixed-window", "k", TWO_RATES, 1).allowed
+            assert store._connections is not None
+            [link] = store._connections._free
+            assert link.sock.gettimeout() is None  # blocking: the kernel keeps the timeout
+            received = link.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+            assert struct.unpack("@ll", received) == (0, 300_000)
+            server.freeze()
+            started = time.monotonic()
+            with pytest.raises(StorageError, match="decide") as caught:
+                store.decide("fixed-window", "k", TWO_RATES, 1)
+            assert 0.25 < time.monotonic() - started < 2
+            assert isinstance(caught.value.__cause__, redis.TimeoutError)
+            server.thaw()
+            decision = store.decide("fixed-window", "k", TWO_RATES, 1)
+            assert decision.allowed
+            # The command that timed out was sent: the thawed server may still have run it (a
+            # timeout never says a command did not run), so 1 or 0 remain.
+            assert decision.remaining in (0, 1)
+        finally:
+            server.thaw()
+            store.close()
+            servers.close()
+
     async def test_unreachable_server_asyncio(self):
         port = free_port()
         store = RedisStorage.from_url(f"redis://127.0.0.1:{port}/0", timeout=0.2)

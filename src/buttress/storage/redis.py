@@ -47,6 +47,9 @@ import contextlib
 import functools
 import hashlib
 import os
+import socket
+import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -217,16 +220,28 @@ class _Link:
             sock = getattr(self.connection, "_sock", None)
             if sock is None:
                 raise redis.ConnectionError("this redis-py connection exposes no socket")
+            _kernel_timeouts(sock)
             self.sock = sock
             self.reader = hiredis.Reader(replyError=redis.ResponseError)
         return self.sock
+
+    def send(self, payload: bytes) -> None:
+        """Write ``payload`` (connecting first if needed)."""
+        sock = self.sock if self.sock is not None else self.open()
+        try:
+            sock.sendall(payload)
+        except BlockingIOError as error:  # the kernel's send timeout: see _kernel_timeouts
+            raise redis.TimeoutError("Timeout writing to socket") from error
 
     def read(self) -> Any:
         """Read one reply (an error reply is returned as a ``ResponseError``, not raised)."""
         reader = self.reader
         reply = reader.gets()
         while reply is False:
-            data = self.sock.recv(65536)
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError as error:  # the kernel's receive timeout
+                raise redis.TimeoutError("Timeout reading from socket") from error
             if not data:
                 raise _Closed
             reader.feed(data)
@@ -237,6 +252,29 @@ class _Link:
         """Disconnect (the next use connects again)."""
         self.sock = self.reader = None
         self.connection.disconnect()
+
+
+def _kernel_timeouts(sock: Any) -> None:
+    """Move a plain socket's timeout from Python into the kernel (``SO_RCVTIMEO``/``SO_SNDTIMEO``).
+
+    A Python socket with a timeout polls before every send and receive: two system calls more
+    per round trip, about a microsecond of a decision's time. A blocking socket with the same
+    timeouts set in the kernel needs neither; a send or receive that times out fails with
+    ``EAGAIN`` (``BlockingIOError``, which :class:`_Link` reports as ``redis.TimeoutError``).
+    TLS sockets, sockets without a timeout, and systems without these options keep Python's.
+    """
+    timeout = sock.gettimeout()
+    if not timeout or isinstance(sock, ssl.SSLSocket) or not hasattr(socket, "SO_RCVTIMEO"):
+        return
+    whole = int(timeout)
+    micro = min(max(round((timeout - whole) * 1_000_000), 0 if whole else 1), 999_999)  # 0: forever
+    value = struct.pack("@ll", whole, micro)  # struct timeval
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    except OSError:
+        return  # keep Python's timeout
+    sock.settimeout(None)
 
 
 class _Connections:
@@ -970,21 +1008,20 @@ class RedisStorage:
 
         With ``asking``, each ``EVALSHA`` goes after an ``ASKING`` (a cluster's ``ASK``).
         """
-        sock = link.open()
         command = _pack(("EVALSHA", script.sha, *arguments))
         if asking:
             command = _ASKING + command
-            sock.sendall(command)
+            link.send(command)
             link.read()  # +OK (were it an error, the EVALSHA's reply would say why)
         else:
-            sock.sendall(command)
+            link.send(command)
         reply = link.read()
         if isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"):
-            sock.sendall(_pack(("SCRIPT", "LOAD", script.source)))
+            link.send(_pack(("SCRIPT", "LOAD", script.source)))
             loaded = link.read()
             if isinstance(loaded, redis.ResponseError):
                 return loaded
-            sock.sendall(command)
+            link.send(command)
             if asking:
                 link.read()
             reply = link.read()
@@ -1049,7 +1086,7 @@ class RedisStorage:
                 connections = cluster.sync_connections(node)
                 link = connections.take()
                 try:
-                    link.open().sendall(_CLUSTER_SLOTS)
+                    link.send(_CLUSTER_SLOTS)
                     reply = link.read()
                 except (_Closed, redis.RedisError, OSError) as error:
                     link.close()
