@@ -12,6 +12,7 @@ import pytest
 from buttress import CircuitBreaker, Limiter, Rejected, Retry, RetryBudget, Timeout
 from buttress.adaptive import AdaptiveConcurrency
 from buttress.bulkhead import Bulkhead
+from buttress.chaos import ChaosPolicy
 from buttress.fallback import Fallback
 from buttress.pipeline import (
     RULES,
@@ -95,6 +96,17 @@ class TestRules:
         assert rules(breaker(record=ConnectionError), Bulkhead(2)) == []
         assert rules(breaker(ignore=lambda error: isinstance(error, Rejected)), Bulkhead(2)) == []
         assert rules(Bulkhead(2), breaker()) == []
+
+    def test_chaos_outside(self):
+        chaos = ChaosPolicy(error=ConnectionError, name="drill")
+        slow = ChaosPolicy(latency=0.5, name="slow")
+        assert rules(*recommended(), chaos) == []  # innermost: every policy meets its faults
+        assert rules(chaos, slow) == []  # two chaos policies in a row
+        assert rules(chaos, budgeted(), breaker()) == ["chaos-outside"]
+        (problem,) = check_order([Fallback(1), chaos, budgeted(), slow])
+        assert problem.positions == (1, 2)
+        assert "policies[1] (ChaosPolicy 'drill') is outside policies[2] (Retry" in problem.message
+        assert "innermost" in problem.message
 
     def test_a_predicate_that_cannot_judge_the_probe_gives_no_verdict(self):
         def picky(error: BaseException) -> bool:

@@ -259,7 +259,8 @@ METRICS: tuple[MetricSpec, ...] = (
         (*_P, "fault"),
         "Faults injected, by kind: error, result, latency.",
     ),
-    # hedging (read from the policy: Hedge emits no events)
+    # hedging (read from the watched policy: its HedgeSent/HedgeWon/HedgeRefused events carry
+    # no count of the calls, so all four come from the policy's counters)
     MetricSpec("hedge.calls", "counter", "{call}", _P, "Calls run through a hedge.", observed=True),
     MetricSpec(
         "hedge.sent", "counter", "{hedge}", _P, "Hedges sent (extra attempts).", observed=True

@@ -17,6 +17,7 @@ from buttress._errors import BulkheadFull, RateLimited, Rejected
 from buttress.adaptive import AdaptiveConcurrency
 from buttress.breaker import CircuitBreaker
 from buttress.bulkhead import Bulkhead, DistributedBulkhead, ThreadPoolBulkhead
+from buttress.chaos import ChaosPolicy
 from buttress.fallback import Fallback
 from buttress.pipeline._adapters import KeyedBulkheadPolicy, RateLimitPolicy
 from buttress.retry import Retry
@@ -50,6 +51,11 @@ RULES: dict[str, str] = {
     "breaker-counts-rejections": (
         "a circuit breaker outside a bulkhead or rate limiter whose rejections it records as "
         "failures: local overload opens the circuit of a healthy dependency"
+    ),
+    "chaos-outside": (
+        "a chaos policy outside other policies: the faults it injects never reach them (the "
+        "retry does not retry them, the breaker does not count them, the timeout does not "
+        "bound the injected latency), so the drill tests none of them"
     ),
 }
 """Every rule of the order check: id -> what it flags and why."""
@@ -216,6 +222,20 @@ def _breaker_counts_rejections(indexed: Indexed, add: Add, name: Callable[[int],
                 )
 
 
+def _chaos_outside(indexed: Indexed, add: Add, name: Callable[[int], str]) -> None:
+    for i, outer in indexed:
+        if not isinstance(outer, ChaosPolicy):
+            continue
+        inside = tuple(j for j, p in indexed[i + 1 :] if not isinstance(p, ChaosPolicy))
+        if inside:
+            described = ", ".join(name(j) for j in inside)
+            add(
+                "chaos-outside",
+                (i, *inside),
+                f"{name(i)} is outside {described}; put it innermost, next to the call",
+            )
+
+
 _CHECKS = (
     _retry_outside_limit,
     _fallback_inside,
@@ -223,6 +243,7 @@ _CHECKS = (
     _two_breakers,
     _unbounded_wait,
     _breaker_counts_rejections,
+    _chaos_outside,
 )
 
 
