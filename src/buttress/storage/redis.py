@@ -50,6 +50,7 @@ import os
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -261,10 +262,16 @@ def _kernel_timeouts(sock: Any) -> None:
     per round trip, about a microsecond of a decision's time. A blocking socket with the same
     timeouts set in the kernel needs neither; a send or receive that times out fails with
     ``EAGAIN`` (``BlockingIOError``, which :class:`_Link` reports as ``redis.TimeoutError``).
-    TLS sockets, sockets without a timeout, and systems without these options keep Python's.
+    TLS sockets, sockets without a timeout, and systems without these options keep Python's, as
+    does Windows, whose options take milliseconds, not a ``struct timeval``.
     """
     timeout = sock.gettimeout()
-    if not timeout or isinstance(sock, ssl.SSLSocket) or not hasattr(socket, "SO_RCVTIMEO"):
+    if (
+        not timeout
+        or isinstance(sock, ssl.SSLSocket)
+        or sys.platform == "win32"
+        or not hasattr(socket, "SO_RCVTIMEO")
+    ):
         return
     whole = int(timeout)
     micro = min(max(round((timeout - whole) * 1_000_000), 0 if whole else 1), 999_999)  # 0: forever
