@@ -374,9 +374,12 @@ def v1_decide(
 
 def members(raw: redis.Redis, log: str) -> list[tuple[Entry | bytes, float]]:
     """A sorted set's members with their scores; a sliding log's entries unpacked."""
-    command = cast(Callable[..., list[bytes]], raw.execute_command)  # untyped in redis-py
+    command = cast(Callable[..., list[Any]], raw.execute_command)  # untyped in redis-py
     found = command("ZRANGE", log, 0, -1, "WITHSCORES", NEVER_DECODE=True)
-    pairs = [(found[i], float(found[i + 1])) for i in range(0, len(found), 2)]
+    if found and isinstance(found[0], (list, tuple)):  # redis-py 8 pairs them
+        pairs = [(member, float(score)) for member, score in found]
+    else:
+        pairs = [(found[i], float(found[i + 1])) for i in range(0, len(found), 2)]
     return [
         (Entry(*ENTRY.unpack(member)) if len(member) == ENTRY.size else member, score)
         for member, score in pairs
