@@ -995,7 +995,8 @@ class TestFailures:
             [link] = store._connections._free
             assert link.sock.gettimeout() is None  # blocking: the kernel keeps the timeout
             received = link.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
-            assert struct.unpack("@ll", received) == (0, 300_000)
+            seconds, microseconds = struct.unpack("@ll", received)
+            assert (seconds, microseconds) == (0, pytest.approx(300_000, abs=10_000))
             server.freeze()
             started = time.monotonic()
             with pytest.raises(StorageError, match="decide") as caught:
@@ -1012,6 +1013,30 @@ class TestFailures:
             server.thaw()
             store.close()
             servers.close()
+
+    def test_kernel_timeouts_only_on_the_standard_librarys_sockets(self):
+        # A cooperative socket (gevent, eventlet) subclasses or replaces socket.socket and keeps
+        # its descriptor non-blocking: a kernel timeout would never fire there, so it keeps
+        # Python's timeout. So do sockets without a timeout.
+        class Cooperative(socket.socket):
+            pass
+
+        for made, timeout, kept in [
+            (socket.socket, 0.25, None),
+            (Cooperative, 0.25, 0.25),
+            (socket.socket, None, None),
+        ]:
+            with made(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                buttress.storage.redis._kernel_timeouts(sock)
+                assert sock.gettimeout() == kept, made
+                received = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+                seconds, microseconds = struct.unpack("@ll", received)
+                moved = made is socket.socket and timeout is not None
+                # The kernel keeps the timeout in its own ticks (4 ms at HZ=250): 0.25 s may
+                # read back as 0.252 s.
+                assert seconds == 0
+                assert microseconds == (pytest.approx(250_000, abs=10_000) if moved else 0)
 
     async def test_unreachable_server_asyncio(self):
         port = free_port()

@@ -48,7 +48,6 @@ import functools
 import hashlib
 import os
 import socket
-import ssl
 import struct
 import sys
 import threading
@@ -231,7 +230,7 @@ class _Link:
         sock = self.sock if self.sock is not None else self.open()
         try:
             sock.sendall(payload)
-        except BlockingIOError as error:  # the kernel's send timeout: see _kernel_timeouts
+        except (BlockingIOError, TimeoutError) as error:  # the kernel's timeout, or Python's
             raise redis.TimeoutError("Timeout writing to socket") from error
 
     def read(self) -> Any:
@@ -241,7 +240,7 @@ class _Link:
         while reply is False:
             try:
                 data = self.sock.recv(65536)
-            except BlockingIOError as error:  # the kernel's receive timeout
+            except (BlockingIOError, TimeoutError) as error:  # see _kernel_timeouts
                 raise redis.TimeoutError("Timeout reading from socket") from error
             if not data:
                 raise _Closed
@@ -262,13 +261,16 @@ def _kernel_timeouts(sock: Any) -> None:
     per round trip, about a microsecond of a decision's time. A blocking socket with the same
     timeouts set in the kernel needs neither; a send or receive that times out fails with
     ``EAGAIN`` (``BlockingIOError``, which :class:`_Link` reports as ``redis.TimeoutError``).
-    TLS sockets, sockets without a timeout, and systems without these options keep Python's, as
-    does Windows, whose options take milliseconds, not a ``struct timeval``.
+    Only the standard library's own sockets: TLS sockets keep Python's timeout, and so do the
+    cooperative sockets of gevent or eventlet (whose descriptors stay non-blocking, so a kernel
+    timeout would never fire), sockets without a timeout, Windows (whose options take
+    milliseconds, not a ``struct timeval``) and systems without these options.
     """
     timeout = sock.gettimeout()
+    kind = type(sock)
     if (
         not timeout
-        or isinstance(sock, ssl.SSLSocket)
+        or (kind.__module__, kind.__qualname__) != ("socket", "socket")
         or sys.platform == "win32"
         or not hasattr(socket, "SO_RCVTIMEO")
     ):
