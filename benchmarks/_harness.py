@@ -29,10 +29,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 Runner = Callable[[int], int]
 """Runs a contender ``n`` times and returns the elapsed nanoseconds."""
+
+Scenarios = dict[str, dict[str, Runner]]
+"""scenario -> contender -> runner: what :func:`run_interleaved` times."""
+
+SetupT = TypeVar("SetupT")
 
 
 def sync_runner(func: Callable[[int], object]) -> Runner:
@@ -226,12 +231,16 @@ class Measurement:
         return (max(self.samples) - min(self.samples)) / self.median if self.median else 0.0
 
 
+Results = dict[str, dict[str, Measurement]]
+"""scenario -> contender -> measurement: what :func:`run_interleaved` returns."""
+
+
 def run_interleaved(
-    scenarios: dict[str, dict[str, Runner]],
+    scenarios: Scenarios,
     rounds: int,
     target_ns: int,
     progress: Callable[[str], None] = lambda _: None,
-) -> dict[str, dict[str, Measurement]]:
+) -> Results:
     """Calibrate every runner, then time them all once per round in rotating order.
 
     A run that raises `SampleLost` gives no sample; a runner that cannot be calibrated (three
@@ -403,3 +412,50 @@ def write_json(path: Path | None, data: dict[str, Any]) -> None:
     if path is not None:
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         print(f"\nResults written to {path}")
+
+
+def measurements_json(
+    results: Results, extra: Callable[[str, str], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Every measurement for ``--json``: median, samples, iterations and spread (ns), plus what
+    ``extra(scenario, contender)`` adds."""
+    return {
+        scenario: {
+            name: {
+                "median_ns": m.median,
+                "samples_ns": m.samples,
+                "iterations": m.iterations,
+                "spread": m.spread,
+                **(extra(scenario, name) if extra is not None else {}),
+            }
+            for name, m in measured.items()
+        }
+        for scenario, measured in results.items()
+    }
+
+
+def run_micro(
+    args: argparse.Namespace,
+    build: Callable[[asyncio.AbstractEventLoop], SetupT],
+    scenarios: Callable[[SetupT], Scenarios],
+    report: Callable[[SetupT, Results, int, float], str],
+    to_json: Callable[[SetupT, Results, int, float], dict[str, Any]],
+) -> int:
+    """The command of a micro-benchmark: build its setup on a new event loop, time its
+    scenarios in interleaved rounds, print the report and write ``--json``. Returns the exit
+    code (2 for bad options)."""
+    target_s = measurement_seconds(args)
+    if target_s is None:
+        return 2
+    silence_log_output()
+    loop = asyncio.new_event_loop()
+    try:
+        setup = build(loop)
+        results = run_interleaved(
+            scenarios(setup), args.rounds, round(target_s * 1e9), progress=print_progress
+        )
+    finally:
+        loop.close()
+    print(report(setup, results, args.rounds, target_s))
+    write_json(args.json, to_json(setup, results, args.rounds, target_s))
+    return 0

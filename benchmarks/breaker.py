@@ -44,7 +44,7 @@ from benchmarks._harness import (
     AsyncTrial,
     FreshAsyncRunner,
     FreshRunner,
-    Measurement,
+    Results,
     Runner,
     Target,
     Trial,
@@ -54,12 +54,9 @@ from benchmarks._harness import (
     format_targets,
     make_async_identity,
     make_identity,
-    measurement_seconds,
-    print_progress,
-    run_interleaved,
-    silence_log_output,
+    measurements_json,
+    run_micro,
     sync_runner,
-    write_json,
 )
 from buttress import CircuitBreaker, CircuitOpen
 
@@ -593,8 +590,6 @@ def check_window() -> str:
 
 # --- analysis -------------------------------------------------------------------------------------
 
-Results = dict[str, dict[str, Measurement]]
-
 
 def _baseline(scenario: str) -> str:
     return BARE if scenario in SUCCESS else RAISE_CATCH
@@ -775,6 +770,18 @@ def report(setup: Setup, results: Results, rounds: int, target_s: float, window:
     return "\n".join(lines)
 
 
+def _extra(setup: Setup, results: Results, scenario: str, name: str) -> dict[str, Any]:
+    """What ``--json`` adds to a measurement: its overhead, and the shape of its exception."""
+    found: dict[str, Any] = {}
+    if scenario in SUCCESS and name != BARE and BARE in results[scenario]:
+        found["overhead_ns"] = _cost(results, scenario, name)
+    shape = setup.shapes.get(scenario, {}).get(name)
+    if shape is not None:
+        found["fresh_exception"] = shape.fresh
+        found[f"traceback_entries_after_{TRACEBACK_PROBE}"] = shape.traceback_entries
+    return found
+
+
 def to_json(
     setup: Setup, results: Results, rounds: int, target_s: float, window: str
 ) -> dict[str, Any]:
@@ -790,31 +797,9 @@ def to_json(
         "rounds": rounds,
         "seconds_per_measurement": target_s,
         "skipped": setup.skipped,
-        "scenarios": {
-            scenario: {
-                name: {
-                    "median_ns": m.median,
-                    "samples_ns": m.samples,
-                    "iterations": m.iterations,
-                    "spread": m.spread,
-                    **(
-                        {"overhead_ns": _cost(results, scenario, name)}
-                        if scenario in SUCCESS and name != BARE and BARE in measured
-                        else {}
-                    ),
-                    **(
-                        {
-                            "fresh_exception": shape.fresh,
-                            f"traceback_entries_after_{TRACEBACK_PROBE}": shape.traceback_entries,
-                        }
-                        if (shape := setup.shapes.get(scenario, {}).get(name)) is not None
-                        else {}
-                    ),
-                }
-                for name, m in measured.items()
-            }
-            for scenario, measured in results.items()
-        },
+        "scenarios": measurements_json(
+            results, lambda scenario, name: _extra(setup, results, scenario, name)
+        ),
         "ratios_over_buttress": {
             scenario: {
                 name: _ratio(results, scenario, name)
@@ -842,21 +827,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the report, optionally write JSON. Returns the exit code."""
-    target_s = measurement_seconds(args)
-    if target_s is None:
-        return 2
     began = time.perf_counter()
-    silence_log_output()
-    loop = asyncio.new_event_loop()
-    try:
-        setup = build(loop)
-        window = check_window()
-        results = run_interleaved(
-            setup.scenarios, args.rounds, round(target_s * 1e9), progress=print_progress
-        )
-    finally:
-        loop.close()
-    print(report(setup, results, args.rounds, target_s, window))
-    print(f"The whole run took {time.perf_counter() - began:.0f} s.")
-    write_json(args.json, to_json(setup, results, args.rounds, target_s, window))
-    return 0
+
+    def full_report(setup: tuple[Setup, str], results: Results, rounds: int, target: float) -> str:
+        took = f"The whole run took {time.perf_counter() - began:.0f} s."
+        return report(setup[0], results, rounds, target, setup[1]) + "\n" + took
+
+    return run_micro(
+        args,
+        lambda loop: (build(loop), check_window()),
+        lambda setup: setup[0].scenarios,
+        full_report,
+        lambda setup, results, rounds, target: to_json(setup[0], results, rounds, target, setup[1]),
+    )

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from benchmarks._harness import (
-    Measurement,
+    Results,
     Runner,
     Target,
     add_standard_arguments,
@@ -37,12 +37,9 @@ from benchmarks._harness import (
     format_targets,
     make_async_identity,
     make_identity,
-    measurement_seconds,
-    print_progress,
-    run_interleaved,
-    silence_log_output,
+    measurements_json,
+    run_micro,
     sync_runner,
-    write_json,
 )
 from buttress.bulkhead import Bulkhead
 
@@ -59,8 +56,6 @@ DECORATED_SYNC = "decorated call, sync"
 DECORATED_ASYNC = "decorated call, async"
 
 TARGETED = (SYNC_WITH, SYNC_TRY, ASYNC_WITH)
-
-Results = dict[str, dict[str, Measurement]]
 
 
 def _sync_with_bare() -> Callable[[int], object]:
@@ -224,18 +219,7 @@ def to_json(results: Results, rounds: int, target_s: float) -> dict[str, Any]:
         "platform": platform.platform(),
         "rounds": rounds,
         "seconds_per_measurement": target_s,
-        "scenarios": {
-            scenario: {
-                name: {
-                    "median_ns": m.median,
-                    "samples_ns": m.samples,
-                    "iterations": m.iterations,
-                    "spread": m.spread,
-                }
-                for name, m in measured.items()
-            }
-            for scenario, measured in results.items()
-        },
+        "scenarios": measurements_json(results),
         "ratios": {scenario: _ratio(results, scenario) for scenario in results},
         "targets": [t.as_json() for t in targets(results)],
     }
@@ -248,20 +232,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the report, optionally write JSON. Returns the exit code."""
-    target_s = measurement_seconds(args)
-    if target_s is None:
-        return 2
-    silence_log_output()
-    loop = asyncio.new_event_loop()
-    try:
-        results = run_interleaved(
-            build(loop), args.rounds, round(target_s * 1e9), progress=print_progress
-        )
-    finally:
-        loop.close()
-    print(report(results, args.rounds, target_s))
-    write_json(args.json, to_json(results, args.rounds, target_s))
-    return 0
+    return run_micro(
+        args,
+        build,
+        lambda scenarios: scenarios,
+        lambda _, results, rounds, target_s: report(results, rounds, target_s),
+        lambda _, results, rounds, target_s: to_json(results, rounds, target_s),
+    )
 
 
 if __name__ == "__main__":

@@ -35,19 +35,16 @@ from typing import Any
 
 import buttress
 from benchmarks._harness import (
-    Measurement,
+    Results,
     Runner,
     Target,
     add_standard_arguments,
     format_table,
     format_targets,
     make_identity,
-    measurement_seconds,
-    print_progress,
-    run_interleaved,
-    silence_log_output,
+    measurements_json,
+    run_micro,
     sync_runner,
-    write_json,
 )
 from buttress import CircuitBreaker, Retry
 from buttress._events import Event, Listener
@@ -59,8 +56,6 @@ NONE = "no listener"
 NOOP = "no-op listener"
 PROMETHEUS = "prometheus"
 OTEL = "otel"
-
-Results = dict[str, dict[str, Measurement]]
 
 
 def _noop(event: Event) -> None:
@@ -223,19 +218,12 @@ def to_json(setup: Setup, results: Results, rounds: int, target_s: float) -> dic
         "skipped": setup.skipped,
         "rounds": rounds,
         "seconds_per_measurement": target_s,
-        "scenarios": {
-            scenario: {
-                name: {
-                    "median_ns": m.median,
-                    "samples_ns": m.samples,
-                    "iterations": m.iterations,
-                    "spread": m.spread,
-                    **({} if name == BARE else {"overhead_ns": _overhead(results, scenario, name)}),
-                }
-                for name, m in measured.items()
-            }
-            for scenario, measured in results.items()
-        },
+        "scenarios": measurements_json(
+            results,
+            lambda scenario, name: (
+                {} if name == BARE else {"overhead_ns": _overhead(results, scenario, name)}
+            ),
+        ),
         "targets": [t.as_json() for t in targets(results)],
     }
 
@@ -247,14 +235,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the report, optionally write JSON. Returns the exit code."""
-    target_s = measurement_seconds(args)
-    if target_s is None:
-        return 2
-    silence_log_output()
-    setup = build()
-    results = run_interleaved(
-        setup.scenarios, args.rounds, round(target_s * 1e9), progress=print_progress
-    )
-    print(report(setup, results, args.rounds, target_s))
-    write_json(args.json, to_json(setup, results, args.rounds, target_s))
-    return 0
+    return run_micro(args, lambda _: build(), lambda setup: setup.scenarios, report, to_json)

@@ -53,7 +53,7 @@ import pybreaker
 import tenacity
 
 from benchmarks._harness import (
-    Measurement,
+    Results,
     Runner,
     Target,
     add_standard_arguments,
@@ -62,12 +62,9 @@ from benchmarks._harness import (
     format_targets,
     make_async_identity,
     make_identity,
-    measurement_seconds,
-    print_progress,
-    run_interleaved,
-    silence_log_output,
+    measurements_json,
+    run_micro,
     sync_runner,
-    write_json,
 )
 from buttress import CircuitBreaker, Retry
 from buttress.bulkhead import Bulkhead
@@ -264,8 +261,6 @@ def build(loop: asyncio.AbstractEventLoop) -> Setup:
 
 # --- analysis -------------------------------------------------------------------------------------
 
-Results = dict[str, dict[str, Measurement]]
-
 
 def _overhead(results: Results, scenario: str, name: str) -> float | None:
     measured = results[scenario]
@@ -361,18 +356,9 @@ def to_json(setup: Setup, results: Results, rounds: int, target_s: float) -> dic
         "versions": setup.versions,
         "rounds": rounds,
         "seconds_per_measurement": target_s,
-        "scenarios": {
-            scenario: {
-                name: {
-                    "median_ns": m.median,
-                    "overhead_ns": _overhead(results, scenario, name),
-                    "samples_ns": m.samples,
-                    "iterations": m.iterations,
-                }
-                for name, m in measured.items()
-            }
-            for scenario, measured in results.items()
-        },
+        "scenarios": measurements_json(
+            results, lambda scenario, name: {"overhead_ns": _overhead(results, scenario, name)}
+        ),
         "targets": [t.as_json() for t in targets(results)],
     }
 
@@ -387,21 +373,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the report, optionally write JSON. Returns the exit code."""
-    target_s = measurement_seconds(args)
-    if target_s is None:
-        return 2
-    silence_log_output()
-    loop = asyncio.new_event_loop()
-    try:
-        setup = build(loop)
-        results = run_interleaved(
-            setup.scenarios, args.rounds, round(target_s * 1e9), progress=print_progress
-        )
-    finally:
-        loop.close()
-    print(report(setup, results, args.rounds, target_s))
-    write_json(args.json, to_json(setup, results, args.rounds, target_s))
-    return 0
+    return run_micro(args, build, lambda setup: setup.scenarios, report, to_json)
 
 
 if __name__ == "__main__":

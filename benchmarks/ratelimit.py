@@ -66,6 +66,7 @@ from benchmarks._harness import (
     Target,
     Trial,
     format_table,
+    measurements_json,
     run_interleaved,
     silence_log_output,
 )
@@ -985,18 +986,7 @@ def to_json(
     target_s: float,
 ) -> dict[str, Any]:
     """Everything measured, for ``--json``."""
-    scenarios: dict[str, Any] = {
-        scenario: {
-            name: {
-                "median_ns": m.median,
-                "samples_ns": m.samples,
-                "iterations": m.iterations,
-                "spread": m.spread,
-            }
-            for name, m in measured.items()
-        }
-        for scenario, measured in results.items()
-    }
+    scenarios = measurements_json(results)
     if multi is not None:
         scenarios[MULTI] = {
             name: {

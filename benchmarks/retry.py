@@ -22,7 +22,6 @@ import asyncio
 import importlib
 import importlib.metadata
 import platform
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,7 @@ import stamina
 import tenacity
 
 from benchmarks._harness import (
-    Measurement,
+    Results,
     Runner,
     Target,
     add_standard_arguments,
@@ -42,11 +41,9 @@ from benchmarks._harness import (
     format_table,
     make_async_identity,
     make_identity,
-    measurement_seconds,
-    run_interleaved,
-    silence_log_output,
+    measurements_json,
+    run_micro,
     sync_runner,
-    write_json,
 )
 from buttress import retry
 
@@ -261,8 +258,6 @@ def _contender(
 
 # --- analysis -------------------------------------------------------------------------------------
 
-Results = dict[str, dict[str, Measurement]]
-
 
 def _overhead(results: Results, scenario: str, name: str) -> float:
     return results[scenario][name].median - results[scenario][BARE].median
@@ -407,6 +402,16 @@ def report(setup: Setup, results: Results, rounds: int, target_s: float) -> str:
     return "\n".join(lines)
 
 
+def _extra(setup: Setup, results: Results, scenario: str, name: str) -> dict[str, Any]:
+    """What ``--json`` adds to a measurement: its overhead, and the sleeps it made."""
+    found: dict[str, Any] = {}
+    if scenario in (SUCCESS_SYNC, SUCCESS_ASYNC) and name != BARE:
+        found["overhead_ns"] = _overhead(results, scenario, name)
+    if name in setup.sleeps.get(scenario, {}):
+        found["sleep_calls"] = setup.sleeps[scenario][name]
+    return found
+
+
 def to_json(setup: Setup, results: Results, rounds: int, target_s: float) -> dict[str, Any]:
     """Everything measured, for ``--json``."""
     return {
@@ -416,28 +421,9 @@ def to_json(setup: Setup, results: Results, rounds: int, target_s: float) -> dic
         "rounds": rounds,
         "seconds_per_measurement": target_s,
         "skipped": setup.skipped,
-        "scenarios": {
-            scenario: {
-                name: {
-                    "median_ns": m.median,
-                    "samples_ns": m.samples,
-                    "iterations": m.iterations,
-                    "spread": m.spread,
-                    **(
-                        {"overhead_ns": _overhead(results, scenario, name)}
-                        if scenario in (SUCCESS_SYNC, SUCCESS_ASYNC) and name != BARE
-                        else {}
-                    ),
-                    **(
-                        {"sleep_calls": setup.sleeps[scenario][name]}
-                        if name in setup.sleeps.get(scenario, {})
-                        else {}
-                    ),
-                }
-                for name, m in measured.items()
-            }
-            for scenario, measured in results.items()
-        },
+        "scenarios": measurements_json(
+            results, lambda scenario, name: _extra(setup, results, scenario, name)
+        ),
         "ratios_peer_over_buttress": {
             scenario: {
                 peer: _ratio(results, scenario, peer) for peer in SYNC_PEERS if peer in measured
@@ -459,21 +445,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the report, optionally write JSON. Returns the exit code."""
-    target_s = measurement_seconds(args)
-    if target_s is None:
-        return 2
-    silence_log_output()
-    loop = asyncio.new_event_loop()
-    try:
-        setup = build(loop)
-        results = run_interleaved(
-            setup.scenarios,
-            args.rounds,
-            round(target_s * 1e9),
-            progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
-        )
-    finally:
-        loop.close()
-    print(report(setup, results, args.rounds, target_s))
-    write_json(args.json, to_json(setup, results, args.rounds, target_s))
-    return 0
+    return run_micro(args, build, lambda setup: setup.scenarios, report, to_json)
