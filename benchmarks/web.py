@@ -1,11 +1,12 @@
 """Web throttling under load: Flask under gunicorn, FastAPI under uvicorn, with wrk on loopback.
 
-For each framework, in one run of interleaved rounds: the app without a limiter, with buttress
-(memory and Redis), and with its usual peer (Flask-Limiter or slowapi, memory and Redis), the
-limit high enough never to trip. Each measurement starts the server (see WORKERS) on a free
-loopback port, warms it up, runs ``wrk`` (Debian's package) for a few seconds, checks that every
-response was a 200, and stops the server. The figure is requests per second; the ratio is
-"with the limiter" over "without" in the same round, and the median over rounds is reported.
+For each framework, in one run: the app without a limiter, with buttress (memory and Redis), and
+with its usual peer (Flask-Limiter, or slowapi's endpoint decorator; memory and Redis), the limit
+high enough never to trip, and two floors (the headers alone, one Redis PING per request). Every
+variant's server (see WORKERS) starts once on a free loopback port and stays up, idle between
+its turns; each round then runs ``wrk`` (Debian's package) on every variant in a rotating order,
+checking that every response was a 200. The figure is requests per second; the ratio is "with
+the limiter" over "without" in the same round, and the median over rounds is reported.
 
 Run ``python -m benchmarks web --help`` for the options. Needs ``wrk`` on the PATH (``./dev bench
 web`` installs it with apt when it can).
@@ -174,31 +175,53 @@ class Results:
     problems: list[str] = field(default_factory=list)
 
 
+def _start(
+    frameworks: Sequence[str], url: str, prefix: str, connections: int, results: Results
+) -> dict[str, Server]:
+    """Start every variant's server at once, wait for each and warm it up; drop those that fail.
+
+    They stay up for the whole run, idle between their wrk runs: a round then costs only its
+    measurements, so a run can afford more (shorter) rounds, which is what tames a noisy machine.
+    """
+    servers: dict[str, Server] = {}
+    for framework in frameworks:
+        for limiter, storage in VARIANTS:
+            servers[label(framework, limiter, storage)] = Server(
+                framework, limiter, storage, url, prefix
+            )
+    for name, server in list(servers.items()):
+        print_progress(f"starting: {name}")
+        try:
+            server.wait_ready(timeout=60.0)
+            run_wrk(server.url, 1.0, connections)  # warm up
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            results.problems.append(f"{name}: {error}")
+            server.stop()
+            del servers[name]
+    return servers
+
+
 def measure(
     frameworks: Sequence[str], rounds: int, seconds: float, connections: int, url: str
 ) -> Results:
     results = Results()
     prefix = f"bench-web-{uuid.uuid4().hex[:8]}"
+    servers: dict[str, Server] = {}
     try:
+        servers = _start(frameworks, url, prefix, connections, results)
         for index in range(rounds):
             for framework in frameworks:
-                order = list(VARIANTS)
-                shift = index % len(order)
-                order = order[shift:] + order[:shift]
+                names = [label(framework, *variant) for variant in VARIANTS]
+                names = [name for name in names if name in servers]
+                shift = index % len(names) if names else 0
                 round_rps: dict[str, float] = {}
-                for limiter, storage in order:
-                    name = label(framework, limiter, storage)
+                for name in names[shift:] + names[:shift]:
                     print_progress(f"round {index + 1}/{rounds}: {name}")
-                    server = Server(framework, limiter, storage, url, prefix)
                     try:
-                        server.wait_ready()
-                        run_wrk(server.url, 1.0, connections)  # warm up
-                        load = run_wrk(server.url, seconds, connections)
-                    except (RuntimeError, subprocess.CalledProcessError) as error:
+                        load = run_wrk(servers[name].url, seconds, connections)
+                    except subprocess.CalledProcessError as error:
                         results.problems.append(f"{name}: {error}")
                         continue
-                    finally:
-                        server.stop()
                     if load.non_2xx or load.errors:
                         results.problems.append(
                             f"{name}: {load.non_2xx} non-2xx responses, {load.errors} socket "
@@ -212,11 +235,12 @@ def measure(
                     if base and "no limiter" not in name:
                         results.ratios.setdefault(name, []).append(rps / base)
     finally:
+        for server in servers.values():
+            server.stop()
         client = redis.Redis.from_url(url)
-        for pattern in (f"*{prefix}*",):
-            keys = list(client.scan_iter(match=pattern, count=1000))
-            if keys:
-                client.delete(*keys)
+        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
         client.close()
     return results
 
@@ -287,8 +311,8 @@ def report(results: Results, frameworks: Sequence[str], rounds: int) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m benchmarks web``."""
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--seconds", type=float, default=4.0, help="wrk run length (default 4)")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="wrk run length (default 2)")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
     parser.add_argument(
         "--framework", choices=FRAMEWORKS, action="append", help="only this one (repeatable)"

@@ -1087,6 +1087,49 @@ class TestFailures:
         assert isinstance(caught.value.__cause__, redis.ResponseError)
         assert raw.type(state_keys(prefix, "k", "gcra", TWO_RATES[1])[0]) == "none"
 
+    async def test_the_common_asyncio_call_fails_as_the_others_do(self, server, prefix):
+        # One rate, a cost of 1, the server's clock and an open connection: adecide goes the
+        # short way (no _arun). Its error reply, NOSCRIPT and timeout are those of the long way.
+        store = RedisStorage.from_url(server.url, prefix=prefix, timeout=0.3)
+        raw = redis.Redis.from_url(server.url)
+        one = (Rate(5, per=60),)
+        [name] = state_keys(prefix, "k", "fixed-window", one[0])
+        long_way: list[str] = []
+        arun = store._arun
+
+        async def spied(operation: str, *rest: Any) -> Any:
+            long_way.append(operation)
+            return await arun(operation, *rest)
+
+        store._arun = spied  # type: ignore[method-assign,assignment]
+        try:
+            assert (await store.adecide("fixed-window", "k", one, 1)).remaining == 4
+            assert long_way == ["decide"]  # the first call opens the connection
+            assert (await store.adecide("fixed-window", "k", one, 1)).remaining == 3
+            assert long_way == ["decide"]
+            raw.delete(name)
+            raw.hset(name, "not", "a string")
+            with pytest.raises(StorageError, match="WRONGTYPE") as caught:
+                await store.adecide("fixed-window", "k", one, 1)
+            assert isinstance(caught.value.__cause__, redis.ResponseError)
+            raw.delete(name)
+            raw.script_flush()
+            assert (await store.adecide("fixed-window", "k", one, 1)).remaining == 4
+            assert long_way == ["decide", "decide"]  # NOSCRIPT: the long way loads the script
+            server.freeze()
+            started = time.monotonic()
+            with pytest.raises(StorageError, match=r"decide .* no answer within 0\.6 s") as caught:
+                await store.adecide("fixed-window", "k", one, 1)
+            assert time.monotonic() - started < 2
+            assert isinstance(caught.value.__cause__, redis.TimeoutError)
+            server.thaw()
+            # A new connection; the command that timed out may have run: 3 or 2 remain.
+            assert (await store.adecide("fixed-window", "k", one, 1)).remaining in (2, 3)
+        finally:
+            server.thaw()
+            await store.aclose()
+            raw.close()
+
 
 # -- construction --------------------------------------------------------------------------------
 

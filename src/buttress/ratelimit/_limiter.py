@@ -474,10 +474,18 @@ class Limiter(_GuardedFront):
         cached = self._cached(key, cost)
         if cached is not None:
             return self._report(key, cost, cached, cached=True)
-        decision = await self._aguarded(
-            lambda store: store.adecide(self.algorithm, key, self.rates, cost),
-            lambda: self._degraded(key, cost, consume=True),
-        )
+        # _aguarded, written out: one coroutine frame less on every decision.
+        guard = self._guard
+        if guard.available():
+            try:
+                decision = await guard.store.adecide(self.algorithm, key, self.rates, cost)
+            except StorageError as error:
+                guard.failed(error)
+                decision = self._degraded(key, cost, consume=True)
+            else:
+                guard.succeeded()
+        else:
+            decision = self._degraded(key, cost, consume=True)
         self._remember(key, cost, decision)
         return self._report(key, cost, decision, cached=False)
 

@@ -942,6 +942,13 @@ class RedisStorage:
         where = self._address if node is None else f"{node[0]}:{node[1]} of {self._address}"
         return StorageError(f"Redis {operation} failed on {where}: {why}")
 
+    @staticmethod
+    def _why(error: BaseException, bound: float) -> str:
+        """Why an asyncio call failed, for its :class:`StorageError`."""
+        if isinstance(error, (asyncio.TimeoutError, redis.TimeoutError)):
+            return f"no answer within {bound:g} s"
+        return f"{type(error).__name__}: {error}"
+
     def _sync(self) -> redis.Redis | redis.cluster.RedisCluster:
         if self._client is None:
             raise ConfigurationError(
@@ -1132,13 +1139,9 @@ class RedisStorage:
             try:
                 link = await self._node_opened(node, bound)
                 reply = await self._asend(link, script, arguments, bound, asking)
-            except (asyncio.TimeoutError, redis.TimeoutError) as error:
+            except (asyncio.TimeoutError, redis.RedisError, OSError) as error:
                 cluster.outdated()
-                raise self._failure(operation, f"no answer within {bound:g} s", node) from error
-            except (redis.RedisError, OSError) as error:
-                cluster.outdated()
-                why = f"{type(error).__name__}: {error}"
-                raise self._failure(operation, why, node) from error
+                raise self._failure(operation, self._why(error, bound), node) from error
             if not isinstance(reply, redis.ResponseError):
                 return reply
             hop = cluster.redirect(reply, slot, node)
@@ -1276,10 +1279,8 @@ class RedisStorage:
         try:
             link = await self._opened(bound)
             reply = await self._asend(link, script, arguments, bound)
-        except (asyncio.TimeoutError, redis.TimeoutError) as error:
-            raise self._failure(operation, f"no answer within {bound:g} s") from error
-        except (redis.RedisError, OSError) as error:
-            raise self._failure(operation, f"{type(error).__name__}: {error}") from error
+        except (asyncio.TimeoutError, redis.RedisError, OSError) as error:
+            raise self._failure(operation, self._why(error, bound)) from error
         if isinstance(reply, redis.ResponseError):
             raise self._failure(operation, f"ResponseError: {reply}") from reply
         return reply
@@ -1443,6 +1444,32 @@ class RedisStorage:
         now: float | None = None,
     ) -> Decision:
         """The coroutine form of :meth:`decide`."""
+        plan = self._plans.get((algorithm, id(rates)))
+        if (
+            plan is not None
+            and plan.rates is rates
+            and plan.single
+            and type(key) is str
+            and type(cost) is int
+            and cost == 1
+            and consume
+            and now is None
+            and self._cluster is None
+        ):  # the common case, without detours: one coroutine, one await
+            link = self._links.get(asyncio.get_running_loop())
+            if link is not None and not link.dead and link.ready.done():
+                bound = self._timeout * _CALL_BOUND
+                arguments: tuple[object, ...] = (1, self._head + key + plan.suffix)
+                try:
+                    reply = await link.send(_pack(("EVALSHA", plan.script.sha, *arguments)), bound)
+                except (asyncio.TimeoutError, redis.RedisError, OSError) as error:
+                    raise self._failure("decide", self._why(error, bound)) from error
+                if not isinstance(reply, redis.ResponseError):
+                    return plan.decision(reply)
+                if not str(reply).startswith("NOSCRIPT"):
+                    raise self._failure("decide", f"ResponseError: {reply}") from reply
+                # Not run: the server lost its scripts (a restart); the path below loads it.
+                return plan.decision(await self._arun("decide", plan.script, arguments))
         plan, arguments = self._decide_arguments(algorithm, key, rates, cost, consume, now)
         return plan.decision(await self._arun("decide", plan.script, arguments))
 
