@@ -5,8 +5,9 @@ with its usual peer (Flask-Limiter, or slowapi's endpoint decorator; memory and 
 high enough never to trip, and two floors (the headers alone, one Redis PING per request). Every
 variant's server (see WORKERS) starts once on a free loopback port and stays up, idle between
 its turns; each round then runs ``wrk`` (Debian's package) on every variant in a rotating order,
-checking that every response was a 200. The figure is requests per second; the ratio is "with
-the limiter" over "without" in the same round, and the median over rounds is reported.
+each run bracketed by two runs of the bare app, checking that every response was a 200. The
+figure is requests per second; the ratio is "with the limiter" over the mean of the bare app's
+two bracketing runs, and the median over rounds is reported.
 
 Run ``python -m benchmarks web --help`` for the options. Needs ``wrk`` on the PATH (``./dev bench
 web`` installs it with apt when it can).
@@ -28,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,10 +152,10 @@ class Load:
     errors: int
 
 
-def run_wrk(url: str, seconds: float, connections: int) -> Load:
+def run_wrk(url: str, seconds: int, connections: int) -> Load:
     """Run wrk and read its summary."""
     out = subprocess.run(  # noqa: S603 - our own command line
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url],  # noqa: S607 - on PATH
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url],  # noqa: S607 - on PATH
         capture_output=True,
         text=True,
         check=True,
@@ -193,7 +195,7 @@ def _start(
         print_progress(f"starting: {name}")
         try:
             server.wait_ready(timeout=60.0)
-            run_wrk(server.url, 1.0, connections)  # warm up
+            run_wrk(server.url, 1, connections)  # warm up
         except (RuntimeError, subprocess.CalledProcessError) as error:
             results.problems.append(f"{name}: {error}")
             server.stop()
@@ -201,9 +203,34 @@ def _start(
     return servers
 
 
+def _sample(
+    name: str, server: Server, seconds: int, connections: int, results: Results
+) -> float | None:
+    """One wrk run on ``server``: its requests per second, or ``None`` (a problem, recorded)."""
+    try:
+        load = run_wrk(server.url, seconds, connections)
+    except subprocess.CalledProcessError as error:
+        results.problems.append(f"{name}: {error}")
+        return None
+    if load.non_2xx or load.errors:
+        results.problems.append(
+            f"{name}: {load.non_2xx} non-2xx responses, {load.errors} socket errors "
+            "(sample dropped)"
+        )
+        return None
+    results.rps.setdefault(name, []).append(load.rps)
+    return load.rps
+
+
 def measure(
-    frameworks: Sequence[str], rounds: int, seconds: float, connections: int, url: str
+    frameworks: Sequence[str], rounds: int, seconds: int, connections: int, url: str
 ) -> Results:
+    """Each round, per framework: the bare app, then each variant followed by the bare app again.
+
+    A variant's ratio divides its rate by the mean of the bare app's runs just before and just
+    after it: on a shared machine whose speed drifts over seconds, the bracketing runs see the
+    same machine as the variant did.
+    """
     results = Results()
     prefix = f"bench-web-{uuid.uuid4().hex[:8]}"
     servers: dict[str, Server] = {}
@@ -211,29 +238,22 @@ def measure(
         servers = _start(frameworks, url, prefix, connections, results)
         for index in range(rounds):
             for framework in frameworks:
-                names = [label(framework, *variant) for variant in VARIANTS]
+                bare = label(framework, "none", "memory")
+                if bare not in servers:
+                    continue
+                names = [label(framework, *variant) for variant in VARIANTS[1:]]
                 names = [name for name in names if name in servers]
                 shift = index % len(names) if names else 0
-                round_rps: dict[str, float] = {}
+                print_progress(f"round {index + 1}/{rounds}: {bare}")
+                before = _sample(bare, servers[bare], seconds, connections, results)
                 for name in names[shift:] + names[:shift]:
                     print_progress(f"round {index + 1}/{rounds}: {name}")
-                    try:
-                        load = run_wrk(servers[name].url, seconds, connections)
-                    except subprocess.CalledProcessError as error:
-                        results.problems.append(f"{name}: {error}")
-                        continue
-                    if load.non_2xx or load.errors:
-                        results.problems.append(
-                            f"{name}: {load.non_2xx} non-2xx responses, {load.errors} socket "
-                            "errors (sample dropped)"
-                        )
-                        continue
-                    round_rps[name] = load.rps
-                    results.rps.setdefault(name, []).append(load.rps)
-                base = round_rps.get(label(framework, "none", "memory"))
-                for name, rps in round_rps.items():
-                    if base and "no limiter" not in name:
-                        results.ratios.setdefault(name, []).append(rps / base)
+                    rps = _sample(name, servers[name], seconds, connections, results)
+                    after = _sample(bare, servers[bare], seconds, connections, results)
+                    bracket = [rate for rate in (before, after) if rate]
+                    if rps is not None and bracket:
+                        results.ratios.setdefault(name, []).append(rps / statistics.mean(bracket))
+                    before = after
     finally:
         for server in servers.values():
             server.stop()
@@ -295,24 +315,40 @@ def report(results: Results, frameworks: Sequence[str], rounds: int) -> str:
                     name,
                     f"{statistics.median(rps):,.0f}" if rps else "-",
                     f"{statistics.median(ratio):.3f}" if ratio else ("1" if rps else "-"),
+                    _quartiles(ratio),
                     str(len(rps or [])),
                 ]
             )
     lines = [
-        f"Web throttling, median of {rounds} rounds (req/s; ratio = / no limiter, same round)",
+        f"Web throttling, median of {rounds} rounds (req/s; ratio = / no limiter, same round;",
+        "middle half: the ratios between the rounds' first and third quartiles)",
         "",
-        format_table(["variant", "req/s", "ratio", "runs"], rows),
+        format_table(["variant", "req/s", "ratio", "middle half", "runs"], rows),
         "",
         *format_targets(targets(results, frameworks)),
     ]
-    lines += [f"problem: {problem}" for problem in results.problems]
+    counted = Counter(results.problems)
+    lines += [
+        f"problem: {problem}" + (f" ({count} times)" if count > 1 else "")
+        for problem, count in counted.items()
+    ]
     return "\n".join(lines)
+
+
+def _quartiles(values: list[float] | None) -> str:
+    """The first and third quartiles of ``values``: how far one round's ratio may stray."""
+    if not values or len(values) < 4:
+        return "-"
+    first, _, third = statistics.quantiles(values, n=4)
+    return f"{first:.3f} to {third:.3f}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m benchmarks web``."""
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="wrk run length (default 2)")
+    parser.add_argument(
+        "--seconds", type=int, default=2, help="wrk run length, whole seconds (default 2)"
+    )
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
     parser.add_argument(
         "--framework", choices=FRAMEWORKS, action="append", help="only this one (repeatable)"
@@ -327,7 +363,10 @@ def run(args: argparse.Namespace) -> int:
         print("wrk is not installed (Debian: apt install wrk)", file=sys.stderr)
         return 2
     frameworks = tuple(args.framework or FRAMEWORKS)
-    rounds, seconds = (1, 1.0) if args.quick else (args.rounds, args.seconds)
+    rounds, seconds = (1, 1) if args.quick else (args.rounds, args.seconds)
+    if rounds < 1 or seconds < 1:
+        print("--rounds and --seconds must be at least 1", file=sys.stderr)
+        return 2
     began = time.perf_counter()
     results = measure(frameworks, rounds, seconds, args.connections, redis_url())
     print(report(results, frameworks, rounds))
