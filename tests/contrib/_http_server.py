@@ -52,6 +52,25 @@ class Received:
     at: float
 
 
+def first_attempt_slow_once(
+    seconds: float, header: str = "x-attempt"
+) -> Callable[[Received], Reply]:
+    """A handler: the first request whose ``header`` says attempt 1 waits ``seconds`` ("slow").
+
+    Every other request answers "fast" at once. It goes by the attempt header, not by arrival:
+    on a loaded machine a hedge can reach the server before the attempt it hedges.
+    """
+    slow = [Reply(delay=seconds, body=b"slow")]
+
+    def handler(request: Received) -> Reply:
+        if request.headers.get(header) == "1":
+            with contextlib.suppress(IndexError):
+                return slow.pop()  # atomic: one request only, whatever the threads
+        return Reply(body=b"fast")
+
+    return handler
+
+
 class ScriptedServer:
     """The server; use it as a context manager (it starts and stops with the block)."""
 

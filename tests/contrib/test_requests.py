@@ -20,7 +20,7 @@ from buttress.chaos import ChaosPolicy, SyntheticResponse, flagged
 from buttress.contrib.requests import ResilientAdapter, per_host_breaker, request_key
 from buttress.hedge import Hedge, HedgeSent, HedgeWon
 from buttress.testing import FakeClock, instant_waits
-from tests.contrib._http_server import Received, Reply, ScriptedServer
+from tests.contrib._http_server import Received, Reply, ScriptedServer, first_attempt_slow_once
 
 
 @pytest.fixture
@@ -337,7 +337,7 @@ class TestHedging:
     def test_the_hedge_wins_against_a_slow_server_and_the_losers_connection_is_reused(
         self, make, server, hedges
     ):
-        server.script(Reply(delay=1.0, body=b"slow"), Reply(body=b"fast"))
+        server.handler = first_attempt_slow_once(1.0)
         hedge = Hedge(delay=0.05, budget=None)
         hedges.append(hedge)
         session, adapter = make(hedge=hedge, attempt_header="x-attempt")
