@@ -19,6 +19,7 @@ try:
         http,
         pipeline,
         ratelimit,
+        ratelimit_async,
         retry,
         web,
     )
@@ -35,6 +36,10 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "ratelimit": (
         ratelimit,
         "rate limiters in memory and on Redis: admitted, rejected, cached, 8 processes",
+    ),
+    "ratelimit-async": (
+        ratelimit_async,
+        "rate limit decisions on Redis from asyncio, 8 tasks at once, against a PING",
     ),
     "breaker": (breaker, "circuit breakers: success path and rejection while open, sync and async"),
     "breaker-redis": (

@@ -440,10 +440,12 @@ def run_micro(
     scenarios: Callable[[SetupT], Scenarios],
     report: Callable[[SetupT, Results, int, float], str],
     to_json: Callable[[SetupT, Results, int, float], dict[str, Any]],
+    finish: Callable[[SetupT], None] | None = None,
 ) -> int:
     """The command of a micro-benchmark: build its setup on a new event loop, time its
-    scenarios in interleaved rounds, print the report and write ``--json``. Returns the exit
-    code (2 for bad options)."""
+    scenarios in interleaved rounds, print the report and write ``--json``. ``finish(setup)``
+    runs before the loop closes (to close connections made on it). Returns the exit code (2
+    for bad options)."""
     target_s = measurement_seconds(args)
     if target_s is None:
         return 2
@@ -451,9 +453,13 @@ def run_micro(
     loop = asyncio.new_event_loop()
     try:
         setup = build(loop)
-        results = run_interleaved(
-            scenarios(setup), args.rounds, round(target_s * 1e9), progress=print_progress
-        )
+        try:
+            results = run_interleaved(
+                scenarios(setup), args.rounds, round(target_s * 1e9), progress=print_progress
+            )
+        finally:
+            if finish is not None:
+                finish(setup)
     finally:
         loop.close()
     print(report(setup, results, args.rounds, target_s))

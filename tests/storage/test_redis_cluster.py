@@ -335,7 +335,7 @@ class TestRedirections:
         assert (await decide("fixed-window", (rate,), 1)).remaining == 2
         assert store._cluster.slots[slot] == ("127.0.0.1", target)
         assert (await decide("gcra", two, 1)).remaining == 2
-        assert exists_on(redis_cluster, target, state_key(key, rate, "gcra"))
+        assert exists_on(redis_cluster, target, state_key(key, rate, "tat"))
         await store.aclose()
 
     async def test_noscript_loads_the_script_on_each_node(self, store, redis_cluster):

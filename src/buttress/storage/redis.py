@@ -17,15 +17,16 @@ redis-py writes commands and reads replies in C.
 Key layout, for a store prefix ``P`` and a limiter key ``K`` (every key of one limiter key shares
 the hash tag ``{P:K}``, so that the multi-key scripts work on Redis Cluster)::
 
-    {P:K}:<alg>:<limit>:<period>    the state of one rate (a string; for the sliding window log,
+    {P:K}:<alg>:<limit>:<period>    the state of one rate (a string, binary for the token bucket
+                                    and GCRA: big-endian doubles; for the sliding window log,
                                     a sorted set of the admitted requests)
     {P:K}:leases                    the concurrency leases (sorted set, score = expiry)
 
-``<alg>`` is ``fw``, ``swlog``, ``swc``, ``tb`` or ``gcra``; ``<period>`` is the period in seconds
-as Python's ``repr`` writes it (``60.0``): the scripts read limit and period back from the key's
-name (exactly: ``tonumber`` gives back the same double). Every state key expires once its state is
-the same as a fresh one, and the lease set with its latest lease, so Redis frees what is no longer
-needed.
+``<alg>`` is ``fw``, ``swlog``, ``swc``, ``bucket`` or ``tat`` (GCRA); ``<period>`` is the period
+in seconds as Python's ``repr`` writes it (``60.0``): the scripts read limit and period back from
+the key's name (exactly: ``tonumber`` gives back the same double). Every state key expires once
+its state is the same as a fresh one, and the lease set with its latest lease, so Redis frees what
+is no longer needed.
 
 Two rate tuples that share a rate share its state, here as in the memory store: ``10/second``
 on ``user:1`` is the same limit wherever it appears (a :class:`~buttress.ratelimit.Rate` with a
@@ -79,8 +80,8 @@ _ALGORITHMS: dict[str, tuple[str, str]] = {
     "fixed-window": ("fw", "fixed_window"),
     "sliding-window": ("swlog", "sliding_window"),
     "sliding-window-counter": ("swc", "sliding_window_counter"),
-    "token-bucket": ("tb", "token_bucket"),
-    "gcra": ("gcra", "gcra"),
+    "token-bucket": ("bucket", "token_bucket"),
+    "gcra": ("tat", "gcra"),
 }
 _DEFAULT_URL = "redis://localhost:6379/0"
 _BREAKER_RULES = 13  # the rules a breaker sends with each operation (see lua/breaker.lua)

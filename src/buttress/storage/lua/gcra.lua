@@ -1,5 +1,7 @@
--- GCRA: one key per rate holding the theoretical arrival time; emission interval period/limit,
--- burst limit (_gcra_view and _gcra_take in buttress/ratelimit/_algorithms.py).
+-- GCRA: one key per rate holding the theoretical arrival time, 8 bytes: a big-endian double
+-- (struct.pack('>d'): cheaper to write and read back than a number formatted with 17 digits, and
+-- as exact); a value of any other length is no state. Emission interval period/limit, burst
+-- limit (_gcra_view and _gcra_take in buttress/ratelimit/_algorithms.py).
 
 if #KEYS == 1 then
   local key = KEYS[1]
@@ -8,8 +10,8 @@ if #KEYS == 1 then
   local interval = period / limit
   local tat = now
   local raw = redis.call('GET', key)
-  if raw then
-    local stored = tonumber(raw)
+  if raw and #raw == 8 then
+    local stored = struct.unpack('>d', raw)
     if stored > now then
       tat = stored
     end
@@ -21,7 +23,7 @@ if #KEYS == 1 then
       local stored = tat + cost * period / limit
       local ms = math.ceil((stored - now) * 1000)
       if ms > 0 then
-        redis.call('SET', key, string.format('%.17g', stored), 'PX', string.format('%d', ms + 1))
+        redis.call('SET', key, struct.pack('>d', stored), 'PX', string.format('%d', ms + 1))
       else
         redis.call('DEL', key)
       end
@@ -60,8 +62,8 @@ for i = 1, count do
   local interval = period / limit
   local tat = now
   local raw = redis.call('GET', KEYS[i])
-  if raw then
-    local stored = tonumber(raw)
+  if raw and #raw == 8 then
+    local stored = struct.unpack('>d', raw)
     if stored > now then
       tat = stored
     end
@@ -81,7 +83,7 @@ end
 local function commit(i)
   local ms = math.ceil((tats[i] - now) * 1000)
   if ms > 0 then
-    redis.call('SET', KEYS[i], string.format('%.17g', tats[i]), 'PX', string.format('%d', ms + 1))
+    redis.call('SET', KEYS[i], struct.pack('>d', tats[i]), 'PX', string.format('%d', ms + 1))
   else
     redis.call('DEL', KEYS[i])
   end

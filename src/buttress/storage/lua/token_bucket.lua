@@ -1,5 +1,7 @@
--- Token bucket: one key per rate holding "<tokens> <updated>"; a bucket of `limit` tokens
--- refilled at limit/period per second (_bucket_view and _bucket_take in
+-- Token bucket: one key per rate holding the tokens and when they were counted, 16 bytes: two
+-- big-endian doubles (struct.pack('>dd'): cheaper to write and read back than numbers formatted
+-- with 17 digits, and as exact); a value of any other length is no state (a full bucket). A
+-- bucket of `limit` tokens refilled at limit/period per second (_bucket_view and _bucket_take in
 -- buttress/ratelimit/_algorithms.py).
 
 if #KEYS == 1 then
@@ -9,13 +11,13 @@ if #KEYS == 1 then
   local per_token = period / limit
   local tokens = limit
   local raw = redis.call('GET', key)
-  if raw then
-    local space = string.find(raw, ' ', 1, true)
-    local refill = (now - tonumber(string.sub(raw, space + 1))) * limit / period
+  if raw and #raw == 16 then
+    local stored, updated = struct.unpack('>dd', raw)
+    local refill = (now - updated) * limit / period
     if not (refill > 0.0) then
       refill = 0.0
     end
-    local level = tonumber(string.sub(raw, 1, space - 1)) + refill
+    local level = stored + refill
     if level < tokens then
       tokens = level
     end
@@ -29,8 +31,7 @@ if #KEYS == 1 then
     if consume then
       local ms = math.ceil((now + (limit - left) * period / limit - now) * 1000)
       if ms > 0 then
-        redis.call('SET', key, string.format('%.17g %.17g', left, now),
-          'PX', string.format('%d', ms + 1))
+        redis.call('SET', key, struct.pack('>dd', left, now), 'PX', string.format('%d', ms + 1))
       else
         redis.call('DEL', key)
       end
@@ -68,13 +69,13 @@ for i = 1, count do
   local per_token = period / limit
   local tokens = limit
   local raw = redis.call('GET', KEYS[i])
-  if raw then
-    local space = string.find(raw, ' ', 1, true)
-    local refill = (now - tonumber(string.sub(raw, space + 1))) * limit / period
+  if raw and #raw == 16 then
+    local stored, updated = struct.unpack('>dd', raw)
+    local refill = (now - updated) * limit / period
     if not (refill > 0.0) then
       refill = 0.0
     end
-    local level = tonumber(string.sub(raw, 1, space - 1)) + refill
+    local level = stored + refill
     if level < tokens then
       tokens = level
     end
@@ -95,16 +96,10 @@ for i = 1, count do
   end
 end
 
-local stamp -- ' <now>', formatted once for every rate
-
 local function commit(i)
   local ms = math.ceil((expiries[i] - now) * 1000)
   if ms > 0 then
-    if stamp == nil then
-      stamp = string.format(' %.17g', now)
-    end
-    redis.call('SET', KEYS[i], string.format('%.17g', lefts[i]) .. stamp,
-      'PX', string.format('%d', ms + 1))
+    redis.call('SET', KEYS[i], struct.pack('>dd', lefts[i], now), 'PX', string.format('%d', ms + 1))
   else
     redis.call('DEL', KEYS[i])
   end
