@@ -40,7 +40,7 @@ from .._redis_server import private_server
 SHORT = {
     "fixed-window": "fw",
     "sliding-window": "swlog",
-    "sliding-window-counter": "swc",
+    "sliding-window-counter": "counter",
     "token-bucket": "bucket",
     "gcra": "tat",
 }
@@ -628,15 +628,21 @@ class TestExpiry:
         assert raw.exists(name) == 0
 
 
+# The binary states (struct layouts) and, for each, a text state as an earlier build wrote it.
+LAYOUTS = {"sliding-window-counter": ">ddd", "token-bucket": ">dd", "gcra": ">d"}
+OLD_TEXT = {"sliding-window-counter": "100 3 0", "token-bucket": "0 1000", "gcra": "1e12"}
+
+
 class TestBinaryStates:
-    """The token bucket's and GCRA's states: big-endian doubles, as exact as the memory store's."""
+    """The counter's, token bucket's and GCRA's states: big-endian doubles, bit for bit the
+    memory store's."""
 
     @pytest.mark.parametrize("two", [False, True], ids=["one rate", "two rates"])
     def test_the_stored_doubles_are_the_reference_states(self, store, prefix, redis_url, two):
         rates = TWO_RATES if two else TWO_RATES[:1]
         binary = redis.Redis.from_url(redis_url)  # bytes, not text
         try:
-            for algorithm, layout in (("token-bucket", ">dd"), ("gcra", ">d")):
+            for algorithm, layout in LAYOUTS.items():
                 states: list[State] = [None] * len(rates)
                 for at, cost in ((1000.0, 1), (1000.1, 2), (1003.7, 1)):
                     store.decide(algorithm, "k", rates, cost, now=at)
@@ -648,7 +654,7 @@ class TestBinaryStates:
         finally:
             binary.close()
 
-    @pytest.mark.parametrize("algorithm", ["token-bucket", "gcra"])
+    @pytest.mark.parametrize("algorithm", list(LAYOUTS))
     @pytest.mark.parametrize("two", [False, True], ids=["one rate", "two rates"])
     def test_a_value_of_another_layout_is_no_state(self, store, raw, prefix, algorithm, two):
         # Text, as an earlier build wrote it (under another key name: this happens only by
@@ -656,7 +662,7 @@ class TestBinaryStates:
         rates = TWO_RATES if two else TWO_RATES[:1]
         for rate in rates:
             (name,) = state_keys(prefix, "k", algorithm, rate)
-            raw.set(name, "0 1000" if algorithm == "token-bucket" else "1e12", px=60_000)
+            raw.set(name, OLD_TEXT[algorithm], px=60_000)
         memory = MemoryStorage()
         for at, cost in ((1000.0, 1), (1000.5, 2)):
             got = store.decide(algorithm, "k", rates, cost, now=at)

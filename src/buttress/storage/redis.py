@@ -17,16 +17,16 @@ redis-py writes commands and reads replies in C.
 Key layout, for a store prefix ``P`` and a limiter key ``K`` (every key of one limiter key shares
 the hash tag ``{P:K}``, so that the multi-key scripts work on Redis Cluster)::
 
-    {P:K}:<alg>:<limit>:<period>    the state of one rate (a string, binary for the token bucket
-                                    and GCRA: big-endian doubles; for the sliding window log,
-                                    a sorted set of the admitted requests)
+    {P:K}:<alg>:<limit>:<period>    the state of one rate (a string, binary for the counter,
+                                    token bucket and GCRA: big-endian doubles; for the
+                                    sliding window log, a sorted set of the admitted requests)
     {P:K}:leases                    the concurrency leases (sorted set, score = expiry)
 
-``<alg>`` is ``fw``, ``swlog``, ``swc``, ``bucket`` or ``tat`` (GCRA); ``<period>`` is the period
-in seconds as Python's ``repr`` writes it (``60.0``): the scripts read limit and period back from
-the key's name (exactly: ``tonumber`` gives back the same double). Every state key expires once
-its state is the same as a fresh one, and the lease set with its latest lease, so Redis frees what
-is no longer needed.
+``<alg>`` is ``fw``, ``swlog``, ``counter``, ``bucket`` or ``tat`` (GCRA); ``<period>`` is the
+period in seconds as Python's ``repr`` writes it (``60.0``): the scripts read limit and period back
+from the key's name (exactly: ``tonumber`` gives back the same double). Every state key expires
+once its state is the same as a fresh one, and the lease set with its latest lease, so Redis frees
+what is no longer needed.
 
 Two rate tuples that share a rate share its state, here as in the memory store: ``10/second``
 on ``user:1`` is the same limit wherever it appears (a :class:`~buttress.ratelimit.Rate` with a
@@ -79,7 +79,7 @@ __all__ = ["RedisStorage"]
 _ALGORITHMS: dict[str, tuple[str, str]] = {
     "fixed-window": ("fw", "fixed_window"),
     "sliding-window": ("swlog", "sliding_window"),
-    "sliding-window-counter": ("swc", "sliding_window_counter"),
+    "sliding-window-counter": ("counter", "sliding_window_counter"),
     "token-bucket": ("bucket", "token_bucket"),
     "gcra": ("tat", "gcra"),
 }
