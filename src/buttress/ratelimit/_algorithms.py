@@ -123,12 +123,15 @@ def _counter_step(state: Any, rate: Rate, now: float, cost: int) -> _Step:
     index = _floor(now / period)
     current = previous = 0.0
     if state is not None:
-        if state[0] == index:
-            current, previous = state[1], state[2]
-        elif state[0] == index - 1:
-            previous = state[1]
+        stored, count, before = state
+        if stored == index:
+            current, previous = count, before
+        elif stored == index - 1:
+            previous = count
     start = index * period
-    estimate = previous * (1.0 - (now - start) / period) + current
+    # With no previous count the estimate is exactly the current one: the sum below would add
+    # 0.0 (what the Lua script computes), so skipping it changes no bit.
+    estimate = previous * (1.0 - (now - start) / period) + current if previous else current
     if estimate + cost <= limit:
         after = [index, current + cost, previous]
         return True, _floor(limit - estimate - cost), start + 2 * period - now, 0.0, after
@@ -149,8 +152,10 @@ def _bucket_step(state: Any, rate: Rate, now: float, cost: int) -> _Step:
     if state is None:
         tokens = float(limit)
     else:  # min(limit, tokens + max(refill, 0)), spelled out
-        refill = (now - state[1]) * limit / period
-        tokens = state[0] + refill if refill > 0.0 else state[0]
+        tokens, updated = state
+        refill = (now - updated) * limit / period
+        if refill > 0.0:
+            tokens += refill
         if tokens > limit:
             tokens = float(limit)
     per_token = period / limit
