@@ -52,6 +52,17 @@ class Received:
     at: float
 
 
+def slow_first_attempts(seconds: float) -> Callable[[Received], Reply]:
+    """A server handler: the first attempt of each call is slow, hedges answer at once."""
+
+    def handler(request: Received) -> Reply:
+        if request.headers.get("x-attempt") == "1":
+            return Reply(delay=seconds, body=b"slow")
+        return Reply(body=b"fast")
+
+    return handler
+
+
 def first_attempt_slow_once(
     seconds: float, header: str = "x-attempt"
 ) -> Callable[[Received], Reply]:

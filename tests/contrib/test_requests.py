@@ -9,7 +9,7 @@ import email.utils
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +20,12 @@ from buttress.chaos import ChaosPolicy, SyntheticResponse, flagged
 from buttress.contrib.requests import ResilientAdapter, per_host_breaker, request_key
 from buttress.hedge import Hedge, HedgeSent, HedgeWon
 from buttress.testing import FakeClock, instant_waits
-from tests.contrib._http_server import Received, Reply, ScriptedServer, first_attempt_slow_once
+from tests.contrib._http_server import (
+    Reply,
+    ScriptedServer,
+    first_attempt_slow_once,
+    slow_first_attempts,
+)
 
 
 @pytest.fixture
@@ -303,17 +308,6 @@ class TestBulkheadRateLimitChaos:
         assert waits.delays == [1.0, 1.0]
         assert server.count == 0
         assert session.get(server.url, timeout=5).status_code == 200
-
-
-def slow_first_attempts(seconds: float) -> Callable[[Received], Reply]:
-    """A server handler: the first attempt of each call is slow, hedges answer at once."""
-
-    def handler(request: Received) -> Reply:
-        if request.headers.get("x-attempt") == "1":
-            return Reply(delay=seconds, body=b"slow")
-        return Reply(body=b"fast")
-
-    return handler
 
 
 def settled(hedge: Hedge, timeout: float = 5.0) -> None:

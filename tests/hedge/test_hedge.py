@@ -18,7 +18,12 @@ from buttress import RetryBudget, add_listener
 from buttress._events import Event
 from buttress.contrib.httpx import ResilientTransport
 from buttress.hedge import Hedge, HedgeRefused, HedgeSent, HedgeWon, LatencyWindow
-from tests.contrib._http_server import Received, Reply, ScriptedServer, first_attempt_slow_once
+from tests.contrib._http_server import (
+    Reply,
+    ScriptedServer,
+    first_attempt_slow_once,
+    slow_first_attempts,
+)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -406,17 +411,6 @@ class TestRunSync:
             _ = hedge.call(coroutine)
         with pytest.raises(TypeError, match="callable"):
             hedge.call(42)  # type: ignore[arg-type]
-
-
-def slow_first_attempts(seconds: float) -> Callable[[Received], Reply]:
-    """A server handler: the first attempt of each call is slow, hedges answer at once."""
-
-    def handler(request: Received) -> Reply:
-        if request.headers.get("x-attempt") == "1":
-            return Reply(delay=seconds, body=b"slow")
-        return Reply(body=b"fast")
-
-    return handler
 
 
 class TestHedgedHttp:
