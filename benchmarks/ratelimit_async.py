@@ -38,6 +38,7 @@ from benchmarks._harness import (
     run_micro,
 )
 from benchmarks.ratelimit import redis_url
+from benchmarks.web_apps import PING
 from buttress.ratelimit import Limiter
 from buttress.storage.redis import RedisStorage
 
@@ -49,7 +50,6 @@ ONE_GCRA = "buttress ahit, gcra, one limit"
 TWO_FIXED = "buttress ahit, fixed-window, two limits"
 ADMIT = "1000000000/hour"
 TWO = "1000000000/second; 1000000000/hour"
-_PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 def concurrent_runner(
@@ -97,7 +97,7 @@ def build(loop: asyncio.AbstractEventLoop, tasks: int) -> Setup:
 
     async def own_ping() -> object:
         link = await store._opened(2.0)  # noqa: SLF001 - the decisions' own connection
-        return await link.send(_PING, 2.0)
+        return await link.send(PING, 2.0)
 
     def checked(limiter: Limiter) -> Callable[[], Awaitable[object]]:
         async def call() -> object:

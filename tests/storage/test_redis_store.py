@@ -1129,25 +1129,30 @@ class TestFailures:
         assert raw.type(state_keys(prefix, "k", "gcra", TWO_RATES[1])[0]) == "none"
 
     async def test_the_common_asyncio_call_fails_as_the_others_do(self, server, prefix):
-        # One rate, a cost of 1, the server's clock and an open connection: adecide goes the
-        # short way (no _arun). Its error reply, NOSCRIPT and timeout are those of the long way.
+        # On an open connection a call is one await on the reply (no opening step); its error
+        # reply, NOSCRIPT (the script loaded and sent again) and timeout are still reported.
         store = RedisStorage.from_url(server.url, prefix=prefix, timeout=0.3)
         raw = redis.Redis.from_url(server.url)
         one = (Rate(5, per=60),)
         [name] = state_keys(prefix, "k", "fixed-window", one[0])
-        long_way: list[str] = []
-        arun = store._arun
+        steps: list[str] = []
+        opened, reload = store._opened, store._reload
 
-        async def spied(operation: str, *rest: Any) -> Any:
-            long_way.append(operation)
-            return await arun(operation, *rest)
+        async def spied_opened(bound: float) -> Any:
+            steps.append("open")
+            return await opened(bound)
 
-        store._arun = spied  # type: ignore[method-assign,assignment]
+        def spied_reload(*arguments: Any) -> Any:
+            steps.append("reload")
+            return reload(*arguments)
+
+        store._opened = spied_opened  # type: ignore[method-assign]
+        store._reload = spied_reload  # type: ignore[method-assign,assignment]
         try:
             assert (await store.adecide("fixed-window", "k", one, 1)).remaining == 4
-            assert long_way == ["decide"]  # the first call opens the connection
+            assert steps == ["open", "reload"]  # a new connection, a new server: no script yet
             assert (await store.adecide("fixed-window", "k", one, 1)).remaining == 3
-            assert long_way == ["decide"]
+            assert steps == ["open", "reload"]
             raw.delete(name)
             raw.hset(name, "not", "a string")
             with pytest.raises(StorageError, match="WRONGTYPE") as caught:
@@ -1156,7 +1161,7 @@ class TestFailures:
             raw.delete(name)
             raw.script_flush()
             assert (await store.adecide("fixed-window", "k", one, 1)).remaining == 4
-            assert long_way == ["decide", "decide"]  # NOSCRIPT: the long way loads the script
+            assert steps == ["open", "reload", "reload"]  # NOSCRIPT: loaded, sent again
             server.freeze()
             started = time.monotonic()
             with pytest.raises(StorageError, match=r"decide .* no answer within 0\.6 s") as caught:

@@ -1262,24 +1262,38 @@ class RedisStorage:
             link.send(_ASKING, bound)  # pipelined; its +OK is read and dropped
         reply = await link.send(command, bound)
         if isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"):
-            link.send(_pack(("SCRIPT", "LOAD", script.source)), bound)  # pipelined
-            if asking:
-                link.send(_ASKING, bound)
-            reply = await link.send(command, bound)
+            reply = await RedisStorage._reload(link, script, command, bound, asking)
         return reply
+
+    @staticmethod
+    def _reload(
+        link: _AsyncLink, script: _Script, command: bytes, bound: float, asking: bool = False
+    ) -> asyncio.Future[Any]:
+        """After ``NOSCRIPT``: load the script and send ``command`` again, pipelined."""
+        link.send(_pack(("SCRIPT", "LOAD", script.source)), bound)
+        if asking:
+            link.send(_ASKING, bound)
+        return link.send(command, bound)
 
     async def _arun(self, operation: str, script: _Script, arguments: tuple[object, ...]) -> Any:
         """Run one script on the store's asyncio connection, each step bounded in time.
 
         Opening the connection is bounded by a timeout scope; each command by the link's one
         deadline timer (a timeout scope per call would cost more than the rest of the call).
+        On an open connection the call is one await on the reply, with no coroutine in between
+        (:meth:`_asend` spelled out): every coroutine call is the client's CPU per operation.
         """
         if self._cluster is not None:
             return await self._arun_cluster(self._cluster, operation, script, arguments)
         bound = self._timeout * _CALL_BOUND
         try:
-            link = await self._opened(bound)
-            reply = await self._asend(link, script, arguments, bound)
+            link = self._links.get(asyncio.get_running_loop())
+            if link is None or link.dead or not link.ready.done():
+                link = await self._opened(bound)
+            command = _pack(("EVALSHA", script.sha, *arguments))
+            reply = await link.send(command, bound)
+            if isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"):
+                reply = await self._reload(link, script, command, bound)
         except (asyncio.TimeoutError, redis.RedisError, OSError) as error:
             raise self._failure(operation, self._why(error, bound)) from error
         if isinstance(reply, redis.ResponseError):
@@ -1337,10 +1351,23 @@ class RedisStorage:
     ) -> tuple[_Plan, tuple[object, ...]]:
         """Check a decision's arguments; return its plan and ``EVALSHA`` arguments.
 
-        (:meth:`decide` takes the common case, one rate and a cost of 1 on the server's clock,
-        without coming here.)
+        The common case (a known rate tuple, a str key, a cost of 1, not a peek, the server's
+        clock) goes first, in a few cheap tests.
         """
         plan = self._plans.get((algorithm, id(rates)))
+        if (
+            plan is not None
+            and plan.rates is rates
+            and type(key) is str
+            and type(cost) is int
+            and cost == 1
+            and consume
+            and now is None
+        ):
+            head = self._head + key
+            if plan.single:
+                return plan, (1, head + plan.suffix)
+            return plan, (plan.nkeys, *[head + suffix for suffix in plan.suffixes])
         if plan is None or plan.rates is not rates:
             plan = self._plan(algorithm, rates)
         if type(key) is not str and not isinstance(key, str):
@@ -1414,24 +1441,7 @@ class RedisStorage:
         Raises:
             StorageError: When Redis fails or does not answer in time.
         """
-        plan = self._plans.get((algorithm, id(rates)))
-        if (
-            plan is not None
-            and plan.rates is rates
-            and type(key) is str
-            and type(cost) is int
-            and cost == 1
-            and consume
-            and now is None
-        ):  # the common case, without detours
-            head = self._head + key
-            arguments: tuple[object, ...] = (
-                (1, head + plan.suffix)
-                if plan.single
-                else (plan.nkeys, *[head + suffix for suffix in plan.suffixes])
-            )
-        else:
-            plan, arguments = self._decide_arguments(algorithm, key, rates, cost, consume, now)
+        plan, arguments = self._decide_arguments(algorithm, key, rates, cost, consume, now)
         return plan.decision(self._run("decide", plan.script, arguments))
 
     async def adecide(
@@ -1445,32 +1455,6 @@ class RedisStorage:
         now: float | None = None,
     ) -> Decision:
         """The coroutine form of :meth:`decide`."""
-        plan = self._plans.get((algorithm, id(rates)))
-        if (
-            plan is not None
-            and plan.rates is rates
-            and plan.single
-            and type(key) is str
-            and type(cost) is int
-            and cost == 1
-            and consume
-            and now is None
-            and self._cluster is None
-        ):  # the common case, without detours: one coroutine, one await
-            link = self._links.get(asyncio.get_running_loop())
-            if link is not None and not link.dead and link.ready.done():
-                bound = self._timeout * _CALL_BOUND
-                arguments: tuple[object, ...] = (1, self._head + key + plan.suffix)
-                try:
-                    reply = await link.send(_pack(("EVALSHA", plan.script.sha, *arguments)), bound)
-                except (asyncio.TimeoutError, redis.RedisError, OSError) as error:
-                    raise self._failure("decide", self._why(error, bound)) from error
-                if not isinstance(reply, redis.ResponseError):
-                    return plan.decision(reply)
-                if not str(reply).startswith("NOSCRIPT"):
-                    raise self._failure("decide", f"ResponseError: {reply}") from reply
-                # Not run: the server lost its scripts (a restart); the path below loads it.
-                return plan.decision(await self._arun("decide", plan.script, arguments))
         plan, arguments = self._decide_arguments(algorithm, key, rates, cost, consume, now)
         return plan.decision(await self._arun("decide", plan.script, arguments))
 
