@@ -1330,6 +1330,37 @@ class TestOwnConnections:
         # The next decision finds the dead socket before sending, and reconnects.
         assert store.decide("fixed-window", "k", rates, 1).remaining == 8
 
+    async def test_an_asyncio_connection_the_server_closed_is_replaced(self, astore, raw):
+        # Its waiting command fails (it is not left hanging), and the next call reconnects.
+        rates = (Rate(10, per=60),)
+        assert (await astore.adecide("fixed-window", "k", rates, 1)).remaining == 9
+        link = astore._links[asyncio.get_running_loop()]
+        ours = await link.send(buttress.storage.redis._pack(("CLIENT", "ID")), 1.0)
+        blocked = link.send(buttress.storage.redis._pack(("BLPOP", f"{uuid.uuid4()}", "5")), 10.0)
+        await asyncio.sleep(0.05)  # the BLPOP is waiting on the server
+        assert raw.client_kill_filter(_id=ours) == 1
+        started = time.monotonic()
+        with pytest.raises(redis.ConnectionError, match="closed the connection"):
+            await blocked
+        assert time.monotonic() - started < 1
+        assert link.dead
+        assert (await astore.adecide("fixed-window", "k", rates, 1)).remaining == 8
+        assert astore._links[asyncio.get_running_loop()] is not link
+
+    async def test_a_garbled_reply_ends_the_asyncio_connection(self, astore):
+        # Bytes that are not RESP fail every waiting command and drop the connection: a reply
+        # must never be read out of step. The next call reconnects.
+        rates = (Rate(10, per=60),)
+        assert (await astore.adecide("fixed-window", "k", rates, 1)).remaining == 9
+        link = astore._links[asyncio.get_running_loop()]
+        blocked = link.send(buttress.storage.redis._pack(("BLPOP", f"{uuid.uuid4()}", "5")), 10.0)
+        link.data_received(b"?not RESP\r\n")  # as if the server had sent it
+        with pytest.raises(redis.ConnectionError, match="Protocol"):
+            await blocked
+        assert link.dead
+        assert (await astore.adecide("fixed-window", "k", rates, 1)).remaining == 8
+        assert astore._links[asyncio.get_running_loop()] is not link
+
     def test_a_connection_that_failed_mid_command_is_not_reused_as_is(self, private_redis):
         # On a private server: a busy script blocks the whole server for a second.
         store = RedisStorage.from_url(f"unix://{private_redis}", prefix="mid", timeout=0.2)
