@@ -1,6 +1,7 @@
 """Command line: ``python -m benchmarks NAME [options]``, NAME one of the subcommands below.
 
-Each benchmark takes ``--rounds N``, ``--quick`` and ``--json PATH`` (``--help`` lists the rest).
+Each benchmark takes ``--quick`` and ``--json PATH``, and those that repeat ``--rounds N``
+(``--help`` lists the rest).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ try:
         ratelimit_async,
         retry,
         web,
+        web_instructions,
     )
 except ImportError as error:
     sys.exit(
@@ -47,6 +49,10 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
         "circuit breakers sharing state on Redis: closed, failing and open, in PINGs",
     ),
     "web": (web, "Flask under gunicorn and FastAPI under uvicorn with wrk: limiter / no limiter"),
+    "web-instructions": (
+        web_instructions,
+        "the web variants' servers under callgrind: user-space instructions per request",
+    ),
     "adaptive": (adaptive, "adaptive concurrency limits against fixed ones: a simulated load step"),
     "pipeline": (
         pipeline,

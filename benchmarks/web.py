@@ -87,32 +87,46 @@ def label(framework: str, limiter: str, storage: str) -> str:
     return f"{framework} + {name}, {storage}"
 
 
-def _command(framework: str, port: int) -> list[str]:
+def _command(framework: str, port: int, workers: int | None = None) -> list[str]:
     python = sys.executable
     if framework == "flask":
         return [
-            python, "-m", "gunicorn", "--workers", str(WORKERS["flask"]),
+            python, "-m", "gunicorn", "--workers", str(workers or WORKERS["flask"]),
             "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
             "benchmarks.web_apps:flask_app()",
         ]  # fmt: skip
     return [
         python, "-m", "uvicorn", "--factory", "benchmarks.web_apps:fastapi_app",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(WORKERS["fastapi"]),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers or WORKERS["fastapi"]),
         "--log-level", "warning", "--no-access-log", *UVICORN_STACK,
     ]  # fmt: skip
 
 
 class Server:
-    """One server process serving one variant."""
+    """One server process serving one variant.
 
-    def __init__(self, framework: str, limiter: str, storage: str, url: str, prefix: str) -> None:
+    ``wrapper``: a command line the server runs under (``benchmarks.web_instructions`` runs it
+    under valgrind); ``workers``: gunicorn's or uvicorn's worker count instead of WORKERS.
+    """
+
+    def __init__(
+        self,
+        framework: str,
+        limiter: str,
+        storage: str,
+        url: str,
+        prefix: str,
+        *,
+        wrapper: Sequence[str] = (),
+        workers: int | None = None,
+    ) -> None:
         self.port = free_port()
         env = dict(os.environ)
         env["BENCH_WEB_LIMITER"] = limiter
         env["BENCH_WEB_STORAGE"] = "memory" if storage == "memory" else url
         env["BENCH_WEB_PREFIX"] = prefix
         self.process = subprocess.Popen(  # noqa: S603 - our own command line
-            _command(framework, self.port),
+            [*wrapper, *_command(framework, self.port, workers)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
