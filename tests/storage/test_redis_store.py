@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import shutil
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -1346,6 +1348,12 @@ class TestOwnConnections:
         assert link.dead
         assert (await astore.adecide("fixed-window", "k", rates, 1)).remaining == 8
         assert astore._links[asyncio.get_running_loop()] is not link
+        # redis-py's connection was told at once: dropped, it does not warn it was left open.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del link
+            gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
     async def test_a_garbled_reply_ends_the_asyncio_connection(self, astore):
         # Bytes that are not RESP fail every waiting command and drop the connection: a reply

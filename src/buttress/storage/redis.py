@@ -422,13 +422,17 @@ class _AsyncLink(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """The transport is closed (asyncio's callback): fail what waits, let redis-py clean up."""
+        """The transport is closed (asyncio's callback): fail what waits, forget the streams.
+
+        redis-py's connection is told here, at once, that its streams are gone (its own
+        ``disconnect()`` is a coroutine: a task made for it now might never run before the loop
+        closes, and the connection would then warn that it was left unclosed).
+        """
         why = f"{type(exc).__name__}: {exc}" if exc is not None else "the connection was closed"
         self._fail(redis.ConnectionError(why))
-        if self.transport is not None:  # not closed by close(), which disconnects itself
-            self.transport = None
-            loop = asyncio.get_running_loop()
-            self._closing = loop.create_task(self.connection.disconnect(nowait=True))
+        self.transport = None
+        connection = self.connection
+        connection._reader = connection._writer = None  # noqa: SLF001 - see _connect
 
     def _fail(self, failure: BaseException) -> None:
         """End the connection for its users: every waiting command fails with ``failure``."""
@@ -487,7 +491,7 @@ class _AsyncLink(asyncio.Protocol):
     async def close(self) -> None:
         """Disconnect (every waiting command fails)."""
         self._fail(redis.ConnectionError("the connection was closed"))
-        transport, self.transport = self.transport, None
+        transport = self.transport
         if transport is not None:
             transport.abort()
         await self.connection.disconnect(nowait=True)
