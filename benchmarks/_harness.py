@@ -366,6 +366,19 @@ def format_targets(targets: Sequence[Target]) -> list[str]:
     return lines
 
 
+def delete_run_keys(url: str, prefix: str) -> None:
+    """Delete the Redis keys holding ``prefix`` (a run's own, unique prefix) at ``url``."""
+    import redis  # noqa: PLC0415 - only the benchmarks on Redis need it
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def print_progress(text: str) -> None:
     """The benchmarks' progress lines, on stderr so that stdout holds only the report."""
     print(f"... {text}", file=sys.stderr, flush=True)

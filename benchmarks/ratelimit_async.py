@@ -33,6 +33,7 @@ from benchmarks._harness import (
     Results,
     Runner,
     add_standard_arguments,
+    delete_run_keys,
     format_table,
     measurements_json,
     run_micro,
@@ -139,13 +140,7 @@ def close(setup: Setup) -> None:
         await setup.client.aclose()
 
     setup.loop.run_until_complete(closing())
-    sync = redis.Redis.from_url(setup.url)
-    try:
-        keys = list(sync.scan_iter(match=f"*{setup.prefix}*", count=1000))
-        if keys:
-            sync.delete(*keys)
-    finally:
-        sync.close()
+    delete_run_keys(setup.url, setup.prefix)
 
 
 def report(setup: Setup, results: Results, rounds: int, target_s: float) -> str:

@@ -34,9 +34,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
-
-from benchmarks._harness import Target, format_table, format_targets, print_progress
+from benchmarks._harness import (
+    Target,
+    delete_run_keys,
+    format_table,
+    format_targets,
+    print_progress,
+)
 from benchmarks.ratelimit import redis_url
 
 FRAMEWORKS = ("flask", "fastapi")
@@ -276,11 +280,7 @@ def measure(
     finally:
         for server in servers.values():
             server.stop()
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_run_keys(url, prefix)
     return results
 
 

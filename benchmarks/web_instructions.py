@@ -34,9 +34,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import redis
-
-from benchmarks._harness import format_table, print_progress
+from benchmarks._harness import delete_run_keys, format_table, print_progress
 from benchmarks.ratelimit import redis_url
 from benchmarks.web import FRAMEWORKS, TARGETS, VARIANTS, Server, label
 
@@ -150,11 +148,7 @@ def count(frameworks: Sequence[str], requests: int, url: str) -> tuple[dict[str,
         for _, server in servers.values():
             server.stop()
         shutil.rmtree(directory, ignore_errors=True)
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_run_keys(url, prefix)
     return counted, problems
 
 

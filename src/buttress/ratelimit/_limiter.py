@@ -392,20 +392,28 @@ class Limiter(_GuardedFront):
         cached = self._cached(key, cost)
         if cached is not None:
             return self._report(key, cost, cached, cached=True)
-        # _guarded, written out as in ahit: no closures to make, one frame less per decision.
+        decision = self._store_decision(key, cost, consume=True)
+        self._remember(key, cost, decision)
+        return self._report(key, cost, decision, cached=False)
+
+    def _store_decision(self, key: str, cost: int, consume: bool) -> Decision:
+        """The store's decision, or the ``on_store_error`` policy's while the store fails.
+
+        :meth:`_guarded` for a decision, without the two closures it takes (made on every call):
+        the synchronous twin of the block :meth:`ahit` writes out.
+        """
         guard = self._guard
         if guard.available():
             try:
-                decision = guard.store.decide(self.algorithm, key, self.rates, cost)
+                decision = guard.store.decide(
+                    self.algorithm, key, self.rates, cost, consume=consume
+                )
             except StorageError as error:
                 guard.failed(error)
-                decision = self._degraded(key, cost, consume=True)
             else:
                 guard.succeeded()
-        else:
-            decision = self._degraded(key, cost, consume=True)
-        self._remember(key, cost, decision)
-        return self._report(key, cost, decision, cached=False)
+                return decision
+        return self._degraded(key, cost, consume=consume)
 
     def peek(self, key: str, cost: int = 1) -> Decision:
         """Say whether a request of ``cost`` would be admitted now, counting nothing."""
@@ -413,10 +421,7 @@ class Limiter(_GuardedFront):
         cached = self._cached(key, cost)
         if cached is not None:
             return cached
-        return self._guarded(
-            lambda store: store.decide(self.algorithm, key, self.rates, cost, consume=False),
-            lambda: self._degraded(key, cost, consume=False),
-        )
+        return self._store_decision(key, cost, consume=False)
 
     def reset(self, key: str) -> None:
         """Forget everything counted for ``key`` (in the store, the local cache and fallback).
