@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from benchmarks._harness import (
     Target,
@@ -198,6 +199,91 @@ class Results:
     rps: dict[str, list[float]] = field(default_factory=dict)
     ratios: dict[str, list[float]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    # label -> per wrk run: CPU µs per request (server user, server system, Redis, the rest)
+    cpu: dict[str, list[tuple[float, ...]]] = field(default_factory=dict)
+
+
+# -- where the time goes: CPU per request, from /proc (Linux) ----------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _process_times(pid: int) -> tuple[int, int, int]:
+    """A process's (parent pid, user ticks, system ticks), from ``/proc/<pid>/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text("ascii").rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[11]), int(fields[12])  # (after the command's name)
+
+
+def _processes() -> list[int]:
+    """The pids of this machine's processes."""
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _tree_times(root: int) -> tuple[int, int]:
+    """User and system ticks of ``root`` and its child processes (gunicorn's workers)."""
+    user = system = 0
+    for pid in _processes():
+        try:
+            parent, pid_user, pid_system = _process_times(pid)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not readable
+        if root in (pid, parent):
+            user, system = user + pid_user, system + pid_system
+    return user, system
+
+
+def redis_pid(url: str) -> int | None:
+    """The pid of the local ``redis-server`` serving ``url``'s port, if this machine runs it.
+
+    Redis titles its process ``redis-server <address>:<port>``.
+    """
+    port = f":{urlsplit(url).port or 6379}"
+    for pid in _processes():
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        words = command.replace(b"\0", b" ").decode(errors="replace").split()
+        if (
+            words
+            and Path(words[0]).name == "redis-server"
+            and any(word.endswith(port) for word in words[1:])
+        ):
+            return pid
+    return None
+
+
+def _busy_ticks() -> int:
+    """The machine's non-idle CPU ticks so far (all cores), from ``/proc/stat``."""
+    with Path("/proc/stat").open(encoding="ascii") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4]  # minus idle and iowait
+
+
+def _cpu_snapshot(server: Server, redis: int | None) -> tuple[int, int, int, int] | None:
+    """Ticks so far: the server's user and system, Redis's, the machine's; ``None`` off Linux."""
+    try:
+        user, system = _tree_times(server.process.pid)
+        redis_ticks = 0
+        if redis is not None:
+            _, redis_user, redis_system = _process_times(redis)
+            redis_ticks = redis_user + redis_system
+        return user, system, redis_ticks, _busy_ticks()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_per_request(
+    before: tuple[int, int, int, int] | None,
+    after: tuple[int, int, int, int] | None,
+    requests: float,
+) -> tuple[float, ...] | None:
+    """CPU µs per request between two snapshots: server user, server system, Redis, the rest."""
+    if before is None or after is None or requests <= 0:
+        return None
+    user, system, redis, busy = (b - a for a, b in zip(before, after, strict=True))
+    scale = 1e6 / _TICK / requests
+    return (user * scale, system * scale, redis * scale, (busy - user - system - redis) * scale)
 
 
 def _start(
@@ -227,11 +313,21 @@ def _start(
 
 
 def _sample(
-    name: str, server: Server, seconds: int, connections: int, results: Results
+    name: str,
+    server: Server,
+    seconds: int,
+    connections: int,
+    results: Results,
+    redis: int | None = None,
 ) -> float | None:
-    """One wrk run on ``server``: its requests per second, or ``None`` (a problem, recorded)."""
+    """One wrk run on ``server``: its requests per second, or ``None`` (a problem, recorded).
+
+    Also records the CPU each request cost the server, Redis (``redis``: its pid) and the rest.
+    """
     try:
+        before = _cpu_snapshot(server, redis)
         load = run_wrk(server.url, seconds, connections)
+        cpu = _cpu_per_request(before, _cpu_snapshot(server, redis), load.rps * seconds)
     except subprocess.CalledProcessError as error:
         results.problems.append(f"{name}: {error}")
         return None
@@ -242,6 +338,8 @@ def _sample(
         )
         return None
     results.rps.setdefault(name, []).append(load.rps)
+    if cpu is not None:
+        results.cpu.setdefault(name, []).append(cpu)
     return load.rps
 
 
@@ -257,6 +355,7 @@ def measure(
     results = Results()
     prefix = f"bench-web-{uuid.uuid4().hex[:8]}"
     servers: dict[str, Server] = {}
+    redis = redis_pid(url)
     try:
         servers = _start(frameworks, url, prefix, connections, results)
         for index in range(rounds):
@@ -268,11 +367,11 @@ def measure(
                 names = [name for name in names if name in servers]
                 shift = index % len(names) if names else 0
                 print_progress(f"round {index + 1}/{rounds}: {bare}")
-                before = _sample(bare, servers[bare], seconds, connections, results)
+                before = _sample(bare, servers[bare], seconds, connections, results, redis)
                 for name in names[shift:] + names[:shift]:
                     print_progress(f"round {index + 1}/{rounds}: {name}")
-                    rps = _sample(name, servers[name], seconds, connections, results)
-                    after = _sample(bare, servers[bare], seconds, connections, results)
+                    rps = _sample(name, servers[name], seconds, connections, results, redis)
+                    after = _sample(bare, servers[bare], seconds, connections, results, redis)
                     bracket = [rate for rate in (before, after) if rate]
                     if rps is not None and bracket:
                         results.ratios.setdefault(name, []).append(rps / statistics.mean(bracket))
@@ -304,22 +403,47 @@ def targets(results: Results, frameworks: Sequence[str]) -> list[Target]:
                         f"{PEERS[framework]} {peer_m:.3f} (the issue's figure: {issue_peer})"
                         if peer_m is not None
                         else f"{PEERS[framework]}: not measured",
-                        *_floor(results, framework, storage),
+                        *_floor(results, framework, storage, need),
                     ],
                 )
             )
     return found
 
 
-def _floor(results: Results, framework: str, storage: str) -> list[str]:
-    """The floor of a limiter: its headers alone (memory), one PING per request (Redis)."""
-    if storage == "redis":
-        floor, what = results.ratios.get(label(framework, "ping", "redis")), "one PING per request"
-    else:
-        floor, what = results.ratios.get(label(framework, "headers", "memory")), "the 4 headers"
-    if not floor:
+def _floor(results: Results, framework: str, storage: str, need: float) -> list[str]:
+    """The floors of a limiter, and what they leave of the target for the limiter's own work.
+
+    A limiter that sends the ``RateLimit-*`` headers costs at least what the headers alone cost;
+    on Redis, at least that plus one round trip (the PING floor). Costs add up in time per
+    request, so the floors together allow at most ``1 / (1 + sum(1 / floor - 1))``. Between that
+    and the target is what the target leaves for everything else a limiter does (reading the
+    key, deciding, Redis's script), as a share of a bare request's time.
+    """
+    headers = results.ratios.get(label(framework, "headers", "memory"))
+    ping = results.ratios.get(label(framework, "ping", "redis"))
+    if not headers or (storage == "redis" and not ping):
         return []
-    return [f"{what} and nothing else (a floor) {statistics.median(floor):.3f}"]
+    floors = [("the 4 headers", statistics.median(headers))]
+    if storage == "redis" and ping:
+        floors.append(("one PING per request", statistics.median(ping)))
+    lines = [f"{what} and nothing else (a floor) {ratio:.3f}" for what, ratio in floors]
+    together = 1 / (1 + sum(1 / ratio - 1 for _, ratio in floors))
+    if storage == "redis":
+        lines.append(f"the two floors together (their costs added) {together:.3f}")
+    left = 1 / need - 1 / together
+    lines.append(
+        f"the target leaves {left:.1%} of a bare request's time for the limiter's own work"
+        if left > 0
+        else f"the target is above the floors: no limiter sending the headers"
+        f"{' and asking Redis' if storage == 'redis' else ''} can reach it in this run"
+    )
+    ours = results.ratios.get(label(framework, "buttress", storage))
+    if ours:
+        lines.append(
+            f"buttress's own work beyond the floors: "
+            f"{1 / statistics.median(ours) - 1 / together:.1%} of a bare request's time"
+        )
+    return lines
 
 
 def report(results: Results, frameworks: Sequence[str], rounds: int) -> str:
@@ -344,6 +468,7 @@ def report(results: Results, frameworks: Sequence[str], rounds: int) -> str:
         "",
         format_table(["variant", "req/s", "ratio", "middle half", "runs"], rows),
         "",
+        *_cpu_table(results, frameworks),
         *format_targets(targets(results, frameworks)),
     ]
     counted = Counter(results.problems)
@@ -352,6 +477,29 @@ def report(results: Results, frameworks: Sequence[str], rounds: int) -> str:
         for problem, count in counted.items()
     ]
     return "\n".join(lines)
+
+
+def _cpu_table(results: Results, frameworks: Sequence[str]) -> list[str]:
+    """Where each variant's time goes: CPU µs per request, medians over its wrk runs."""
+    if not results.cpu:
+        return []
+    rows = []
+    for framework in frameworks:
+        for limiter, storage in VARIANTS:
+            name = label(framework, limiter, storage)
+            runs = results.cpu.get(name)
+            if not runs:
+                continue
+            parts = [statistics.median(run[i] for run in runs) for i in range(4)]
+            rows.append([name, *(f"{part:.1f}" for part in parts), f"{sum(parts):.1f}"])
+    return [
+        "Where the time goes: CPU µs per request, all cores, median over the variant's runs",
+        "(server: the gunicorn or uvicorn processes; Redis: the local redis-server process;",
+        "the rest: wrk and the kernel's work outside those processes)",
+        "",
+        format_table(["variant", "server user", "server system", "Redis", "the rest", "all"], rows),
+        "",
+    ]
 
 
 def _quartiles(values: list[float] | None) -> str:
