@@ -1,6 +1,7 @@
 -- The sliding window log script of an earlier build (text members "<c>:<cost>:<b>:<o>", keys
 -- named "...:swl:..."): tests/storage/test_redis_store.py writes a log with it under the
 -- current key name, to check that the current script begins such a log again. Not shipped.
+-- (Its replies are written as the current head.lua describes, as tests/storage reads them.)
 
 -- Sliding window log: one sorted set per rate, an entry per admitted request, score its time
 -- (_log_view and _log_take in buttress/ratelimit/_algorithms.py). An entry's member is
@@ -69,7 +70,7 @@ if #KEYS == 1 then
     if left < 0 then
       left = 0
     end
-    return string.format('%d %.17g', left, period)
+    return struct.pack('>dd', left, period)
   end
   -- The request fits once enough of the oldest entries have left the window: at the time of
   -- the first entry in the window whose c + cost reaches base + need. Every entry frees at
@@ -106,7 +107,7 @@ if #KEYS == 1 then
   if not (retry > 0.0) then
     retry = 0.0
   end
-  return string.format('%d %.17g %.17g', left, reset, retry)
+  return struct.pack('>ddd', left, reset, retry)
 end
 
 -- Several rates: the same steps, rate by rate.

@@ -370,8 +370,9 @@ def v1_decide(
     sha = cast(str, raw.script_load(text))  # SCRIPT LOAD adds a script; it removes none
     plan = store._plan("sliding-window", rates)
     nkeys, *args = store._arguments(plan, "k", cost, True, now)
-    reply = raw.evalsha(sha, cast(int, nkeys), *cast(list[str], args))
-    return plan.decision(reply)
+    command = cast(Callable[..., bytes], raw.execute_command)  # untyped in redis-py
+    # The reply is packed doubles: read as bytes, whatever the client decodes.
+    return plan.decision(command("EVALSHA", sha, nkeys, *args, NEVER_DECODE=True))
 
 
 def members(raw: redis.Redis, log: str) -> list[tuple[Entry | bytes, float]]:
@@ -859,6 +860,67 @@ class TestScripts:
             (1, name, 1, "1000.0"),
             (2, *two),
         ]
+
+    @pytest.mark.parametrize("two", [False, True], ids=["one rate", "two rates"])
+    async def test_a_clients_next_decision_reuses_its_packed_command(
+        self, store, astore, prefix, monkeypatch, two
+    ):
+        # Packing a command costs more than the rest of the client's work on a decision: the
+        # plan keeps each key's packed command, which its next decision sends as it is.
+        rates = (Rate(100, per=60), Rate(1000, per=3600)) if two else (Rate(100, per=60),)
+        store.decide("fixed-window", "warm-up", rates, 1)  # the plan is made; the script loaded
+        await astore.adecide("fixed-window", "warm-up", rates, 1)
+        packed: list[tuple[Any, ...]] = []
+        pack = buttress.storage.redis._pack
+
+        def counting(args: tuple[Any, ...]) -> bytes:
+            packed.append(args)
+            return pack(args)
+
+        monkeypatch.setattr(buttress.storage.redis, "_pack", counting)
+        first = store.decide("fixed-window", "k", rates, 1)
+        second = store.decide("fixed-window", "k", rates, 1)
+        third = await astore.adecide("fixed-window", "k", rates, 1)
+        fourth = await astore.adecide("fixed-window", "k", rates, 1)
+        assert len(packed) == 2  # once by each store: its plans are its own
+        names = [name for rate in rates for name in state_keys(prefix, "k", "fixed-window", rate)]
+        assert packed[0][2:] == packed[1][2:] == (len(names), *names)
+        assert [d.remaining for d in (first, second, third, fourth)] == [
+            first.remaining - i for i in range(4)
+        ]
+        # Any other decision is packed anew, and counts on the same state.
+        peek = store.decide("fixed-window", "k", rates, 1, consume=False)
+        costly = await astore.adecide("fixed-window", "k", rates, 2)
+        assert len(packed) == 4
+        assert peek.remaining == fourth.remaining - 1
+        assert costly.remaining == fourth.remaining - 2
+
+    async def test_the_packed_commands_kept_are_bounded(self, store, astore, monkeypatch):
+        monkeypatch.setattr(buttress.storage.redis, "_COMMANDS_KEPT", 3)
+        one = TWO_RATES[:1]
+        for target in (store, astore):
+            for i in range(10):
+                for _ in range(2):
+                    if target is store:
+                        got = store.decide("gcra", f"k{i}", one, 1)
+                    else:
+                        got = await astore.adecide("gcra", f"a{i}", one, 1)
+                    assert got.allowed
+                plan = target._plan("gcra", one)
+                assert 1 <= len(plan.commands) <= 3
+        assert store.decide("gcra", "k9", one, 1).remaining == one[0].limit - 3
+
+    @pytest.mark.parametrize(
+        "reply",
+        [b"3 10", b"", b"\x00" * 17, "x" * 16, None, 3],
+        ids=["text", "empty", "17 bytes", "str", "nil", "integer"],
+    )
+    def test_a_reply_of_another_shape_is_a_storage_error(self, store, reply):
+        # E.g. from a script of an earlier build that somehow answered: never a wrong decision.
+        for rates in (TWO_RATES[:1], TWO_RATES):
+            plan = store._plan("token-bucket", rates)
+            with pytest.raises(StorageError, match="unexpected reply"):
+                plan.decision(reply)
 
     def test_one_evalsha_per_operation_on_the_server(self, private_redis):
         # A private server: INFO commandstats counts our commands alone. (Commands run inside

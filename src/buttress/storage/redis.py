@@ -53,7 +53,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, cast
 
@@ -131,6 +131,7 @@ class _Plan:
     """
 
     __slots__ = (
+        "commands",
         "distinct",
         "limit",
         "nkeys",
@@ -172,23 +173,57 @@ class _Plan:
         self.suffix = suffixes[0]
         self.suffixes = tuple(suffixes)
         self.nkeys = len(suffixes)
+        self.commands: dict[str, bytes] = {}  # key -> packed command (see command())
 
     def decision(self, reply: Any) -> Decision:
-        """Read a decision script's reply (see ``lua/head.lua``).
+        """Read a decision script's reply: big-endian doubles (see ``lua/head.lua``).
 
-        The reply is bytes, or str for a client made with ``decode_responses=True``: both split
-        and convert.
+        Raises:
+            StorageError: For a reply of another shape (not this version's script).
         """
-        parts = reply.split()
+        size = len(reply) if type(reply) is bytes else -1
         if self.single:
             rate = self.rate
-        else:
-            rate = self.distinct[int(parts[0]) - 1]
-            del parts[0]
-        if len(parts) == 2:
-            return Decision(True, rate.limit, int(parts[0]), float(parts[1]), None, rate)
-        return Decision(False, rate.limit, int(parts[0]), float(parts[1]), float(parts[2]), rate)
+            if size == 16:
+                remaining, reset = _TWO(reply)
+                return Decision(True, rate.limit, int(remaining), reset, None, rate)
+            if size == 24:
+                remaining, reset, retry = _THREE(reply)
+                return Decision(False, rate.limit, int(remaining), reset, retry, rate)
+        elif size == 24:
+            index, remaining, reset = _THREE(reply)
+            rate = self.distinct[int(index) - 1]
+            return Decision(True, rate.limit, int(remaining), reset, None, rate)
+        elif size == 32:
+            index, remaining, reset, retry = _FOUR(reply)
+            rate = self.distinct[int(index) - 1]
+            return Decision(False, rate.limit, int(remaining), reset, retry, rate)
+        raise StorageError(f"Redis decide failed: unexpected reply {reply!r}")
 
+    def command(self, head: str, key: str) -> bytes:
+        """The packed ``EVALSHA`` deciding one request of cost 1 on ``key`` (kept for reuse).
+
+        ``head`` is the store's ``"{" + prefix + ":"``. Packing costs a few thousand
+        instructions; the same client's next request finds its command in :attr:`commands`,
+        which holds at most ``_COMMANDS_KEPT`` keys (emptied when full).
+        """
+        name = head + key
+        if self.single:
+            arguments: tuple[object, ...] = (1, name + self.suffix)
+        else:
+            arguments = (self.nkeys, *[name + suffix for suffix in self.suffixes])
+        command = _pack(("EVALSHA", self.script.sha, *arguments))
+        commands = self.commands
+        if len(commands) >= _COMMANDS_KEPT:
+            commands.clear()
+        commands[key] = command
+        return command
+
+
+_TWO = struct.Struct(">dd").unpack
+_THREE = struct.Struct(">ddd").unpack
+_FOUR = struct.Struct(">dddd").unpack
+_COMMANDS_KEPT = 4096  # packed decision commands a plan keeps, by key
 
 # hiredis's stub types the argument as a one-element tuple; it takes any number of them.
 _pack = cast("Callable[[tuple[object, ...]], bytes]", hiredis.pack_command)
@@ -983,21 +1018,30 @@ class RedisStorage:
         """Run one script on the synchronous client: one round trip (``EVALSHA``).
 
         ``arguments`` are those of ``EVALSHA`` after the digest: the number of keys, the keys,
-        the arguments. After ``NOSCRIPT`` the script is loaded and called again, on the same
-        connection. The command goes out on one of the store's own connections (see
-        :class:`_Link`), so the client's retry policy does not apply: a failure is reported at
-        once and the caller's fault policy answers, except that a reused connection the server
-        had closed (a restart, an idle timeout: the reply ends before its first byte) is
-        replaced and the command sent once more. On a Redis Cluster, see :meth:`_run_cluster`.
+        the arguments. On a Redis Cluster, see :meth:`_run_cluster`; otherwise
+        :meth:`_run_command`.
         """
-        connections = self._connections
-        if connections is None:
+        if self._connections is None:
             cluster = self._cluster
             if cluster is not None and self._client is not None:
                 return self._run_cluster(cluster, operation, script, arguments)
             self._sync()  # raises ConfigurationError: no synchronous client
-        assert connections is not None  # noqa: S101 - for type checkers: _sync() raised
-        reply = self._send(connections, operation, script, arguments)
+        return self._run_command(operation, script, _pack(("EVALSHA", script.sha, *arguments)))
+
+    def _run_command(self, operation: str, script: _Script, command: bytes) -> Any:
+        """Send ``command`` (a packed ``EVALSHA`` of ``script``) and return its reply.
+
+        Not on a Redis Cluster, and only with a synchronous client (see :meth:`_run`). After
+        ``NOSCRIPT`` the script is loaded and called again, on the same connection. The command
+        goes out on one of the store's own connections (see :class:`_Link`), so the client's
+        retry policy does not apply: a failure is reported at once and the caller's fault
+        policy answers, except that a reused connection the server had closed (a restart, an
+        idle timeout: the reply ends before its first byte) is replaced and the command sent
+        once more.
+        """
+        connections = self._connections
+        assert connections is not None  # noqa: S101 - see _run
+        reply = self._send(connections, operation, script, command)
         if isinstance(reply, redis.ResponseError):  # the script failed: the link is in step
             raise self._failure(operation, f"ResponseError: {reply}") from reply
         return reply
@@ -1007,11 +1051,13 @@ class RedisStorage:
         connections: _Connections,
         operation: str,
         script: _Script,
-        arguments: tuple[object, ...],
+        command: bytes,
         asking: bool = False,
         node: _Node | None = None,
     ) -> Any:
-        """Call the script on one of ``connections``; return its reply (an error reply too).
+        """Send ``command`` on one of ``connections``; return its reply (an error reply too).
+
+        ``command`` is a packed ``EVALSHA`` of ``script`` (loaded on NOSCRIPT).
 
         Raises:
             StorageError: When the connection fails.
@@ -1021,12 +1067,12 @@ class RedisStorage:
             try:
                 reused = link.sock is not None
                 try:
-                    reply = self._exchange(link, script, arguments, asking)
+                    reply = self._exchange(link, script, command, asking)
                 except _Closed:
                     link.close()
                     if not reused:
                         raise
-                    reply = self._exchange(link, script, arguments, asking)
+                    reply = self._exchange(link, script, command, asking)
             except BaseException:
                 link.close()  # a reply may be half read: never reuse the connection as it is
                 raise
@@ -1039,14 +1085,13 @@ class RedisStorage:
         return reply
 
     @staticmethod
-    def _exchange(
-        link: _Link, script: _Script, arguments: tuple[object, ...], asking: bool = False
-    ) -> Any:
-        """Send ``EVALSHA`` on ``link`` and read its reply (loading the script on NOSCRIPT).
+    def _exchange(link: _Link, script: _Script, command: bytes, asking: bool = False) -> Any:
+        """Send ``command`` (an ``EVALSHA`` of ``script``) on ``link`` and read its reply.
+
+        After ``NOSCRIPT`` the script is loaded and ``command`` sent again.
 
         With ``asking``, each ``EVALSHA`` goes after an ``ASKING`` (a cluster's ``ASK``).
         """
-        command = _pack(("EVALSHA", script.sha, *arguments))
         if asking:
             command = _ASKING + command
             link.send(command)
@@ -1087,10 +1132,11 @@ class RedisStorage:
             if node is None:
                 raise self._failure(operation, problem or f"no master serves hash slot {slot}")
         asking = False
+        command = _pack(("EVALSHA", script.sha, *arguments))
         for _ in range(_REDIRECTIONS):
             connections = cluster.sync_connections(node)
             try:
-                reply = self._send(connections, operation, script, arguments, asking, node)
+                reply = self._send(connections, operation, script, command, asking, node)
             except StorageError:
                 cluster.outdated()  # a failover may have given the slot to another master
                 raise
@@ -1296,22 +1342,32 @@ class RedisStorage:
             link.send(_ASKING, bound)
         return link.send(command, bound)
 
-    async def _arun(self, operation: str, script: _Script, arguments: tuple[object, ...]) -> Any:
-        """Run one script on the store's asyncio connection, each step bounded in time.
+    def _arun(
+        self, operation: str, script: _Script, arguments: tuple[object, ...]
+    ) -> Awaitable[Any]:
+        """Run one script on the store's asyncio connection (await the result).
 
-        Opening the connection is bounded by a timeout scope; each command by the link's one
-        deadline timer (a timeout scope per call would cost more than the rest of the call).
-        On an open connection the call is one await on the reply, with no coroutine in between
-        (:meth:`_asend` spelled out): every coroutine call is the client's CPU per operation.
+        ``arguments`` as for :meth:`_run`. On a Redis Cluster, see :meth:`_arun_cluster`;
+        otherwise :meth:`_arun_command` (returned, not awaited here: no coroutine in between).
         """
         if self._cluster is not None:
-            return await self._arun_cluster(self._cluster, operation, script, arguments)
+            return self._arun_cluster(self._cluster, operation, script, arguments)
+        return self._arun_command(operation, script, _pack(("EVALSHA", script.sha, *arguments)))
+
+    async def _arun_command(self, operation: str, script: _Script, command: bytes) -> Any:
+        """Send ``command`` (a packed ``EVALSHA`` of ``script``), each step bounded in time.
+
+        Not on a Redis Cluster. Opening the connection is bounded by a timeout scope; each
+        command by the link's one deadline timer (a timeout scope per call would cost more than
+        the rest of the call). On an open connection the call is one await on the reply, with
+        no coroutine in between (:meth:`_asend` spelled out): every coroutine call is the
+        client's CPU per operation.
+        """
         bound = self._timeout * _CALL_BOUND
         try:
             link = self._links.get(asyncio.get_running_loop())
             if link is None or link.dead or not link.ready.done():
                 link = await self._opened(bound)
-            command = _pack(("EVALSHA", script.sha, *arguments))
             reply = await link.send(command, bound)
             if isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT"):
                 reply = await self._reload(link, script, command, bound)
@@ -1361,7 +1417,7 @@ class RedisStorage:
             return (plan.nkeys, *keys)
         return (plan.nkeys, *keys, signed)
 
-    def _decide_arguments(
+    def _packed_plan(
         self,
         algorithm: str,
         key: str,
@@ -1369,11 +1425,11 @@ class RedisStorage:
         cost: int,
         consume: bool,
         now: float | None,
-    ) -> tuple[_Plan, tuple[object, ...]]:
-        """Check a decision's arguments; return its plan and ``EVALSHA`` arguments.
+    ) -> _Plan | None:
+        """The plan of a common decision, whose packed command the plan keeps; else ``None``.
 
-        The common case (a known rate tuple, a str key, a cost of 1, not a peek, the server's
-        clock) goes first, in a few cheap tests.
+        Common: a known rate tuple, a str key, a cost of 1, not a peek, the server's clock, on
+        a store that is not a cluster's (a few cheap tests).
         """
         plan = self._plans.get((algorithm, id(rates)))
         if (
@@ -1384,11 +1440,22 @@ class RedisStorage:
             and cost == 1
             and consume
             and now is None
+            and self._cluster is None
         ):
-            head = self._head + key
-            if plan.single:
-                return plan, (1, head + plan.suffix)
-            return plan, (plan.nkeys, *[head + suffix for suffix in plan.suffixes])
+            return plan
+        return None
+
+    def _decide_arguments(
+        self,
+        algorithm: str,
+        key: str,
+        rates: tuple[Rate, ...],
+        cost: int,
+        consume: bool,
+        now: float | None,
+    ) -> tuple[_Plan, tuple[object, ...]]:
+        """Check a decision's arguments; return its plan and ``EVALSHA`` arguments."""
+        plan = self._plans.get((algorithm, id(rates)))
         if plan is None or plan.rates is not rates:
             plan = self._plan(algorithm, rates)
         if type(key) is not str and not isinstance(key, str):
@@ -1462,6 +1529,10 @@ class RedisStorage:
         Raises:
             StorageError: When Redis fails or does not answer in time.
         """
+        plan = self._packed_plan(algorithm, key, rates, cost, consume, now)
+        if plan is not None and self._connections is not None:
+            command = plan.commands.get(key) or plan.command(self._head, key)
+            return plan.decision(self._run_command("decide", plan.script, command))
         plan, arguments = self._decide_arguments(algorithm, key, rates, cost, consume, now)
         return plan.decision(self._run("decide", plan.script, arguments))
 
@@ -1476,6 +1547,10 @@ class RedisStorage:
         now: float | None = None,
     ) -> Decision:
         """The coroutine form of :meth:`decide`."""
+        plan = self._packed_plan(algorithm, key, rates, cost, consume, now)
+        if plan is not None:
+            command = plan.commands.get(key) or plan.command(self._head, key)
+            return plan.decision(await self._arun_command("decide", plan.script, command))
         plan, arguments = self._decide_arguments(algorithm, key, rates, cost, consume, now)
         return plan.decision(await self._arun("decide", plan.script, arguments))
 

@@ -37,9 +37,9 @@ if #KEYS == 1 then
           'PX', string.format('%d', math.ceil(reset * 1000) + 1))
       end
     end
-    return string.format('%d %.17g', limit - used - cost, reset)
+    return struct.pack('>dd', limit - used - cost, reset)
   end
-  return string.format('%d %.17g %.17g', limit - used, reset, reset)
+  return struct.pack('>ddd', limit - used, reset, reset)
 end
 
 local count = #KEYS

@@ -36,7 +36,7 @@ if #KEYS == 1 then
     if not (reset > 0.0) then
       reset = 0.0
     end
-    return string.format('%d %.17g', remaining, reset)
+    return struct.pack('>dd', remaining, reset)
   end
   local remaining = math.floor((now + period - tat + EPSILON) / interval)
   local reset, retry = tat - now, new_tat - period - now
@@ -49,7 +49,7 @@ if #KEYS == 1 then
   if not (retry > 0.0) then
     retry = 0.0
   end
-  return string.format('%d %.17g %.17g', remaining, reset, retry)
+  return struct.pack('>ddd', remaining, reset, retry)
 end
 
 local count = #KEYS

@@ -7,10 +7,10 @@
 --          cost of 1 (the common case: one argument less to send).
 -- ARGV[2]: the time to decide at (tests); absent for the Redis server's own clock (production).
 --
--- Reply, one string (cheaper to build here and to read in Python than an array): for one rate,
--- "<remaining> <reset_after>" when admitted and "<remaining> <reset_after> <retry_after>" when
--- rejected; for several, the same preceded by the binding rate's index (from 1). Times are
--- written with 17 significant digits: they parse back exactly.
+-- Reply, one string of big-endian doubles (struct.pack; cheaper to build here and to read in
+-- Python than an array, or than numbers formatted with 17 digits, and as exact): for one rate,
+-- <remaining> <reset_after> when admitted (16 bytes) and <remaining> <reset_after> <retry_after>
+-- when rejected (24 bytes); for several, the same preceded by the binding rate's index (from 1).
 --
 -- Times are seconds as Lua numbers (IEEE doubles, like Python floats): the arithmetic matches
 -- buttress/ratelimit/_algorithms.py bit for bit, statement by statement. Each script has a

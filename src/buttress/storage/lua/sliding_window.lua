@@ -118,7 +118,7 @@ if #KEYS == 1 then
     if left < 0 then
       left = 0
     end
-    return string.format('%d %s', left, spelled)
+    return struct.pack('>dd', left, period)
   end
   -- The request fits once enough of the oldest entries have left the window: at the time of
   -- the first entry in the window whose c + n reaches base + need. Every entry frees at least
@@ -156,7 +156,7 @@ if #KEYS == 1 then
   if not (retry > 0.0) then
     retry = 0.0
   end
-  return string.format('%d %.17g %.17g', left, reset, retry)
+  return struct.pack('>ddd', left, reset, retry)
 end
 
 -- Several rates: the same steps, rate by rate; what commit needs is kept in one table per rate.

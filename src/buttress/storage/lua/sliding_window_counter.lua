@@ -44,7 +44,7 @@ if #KEYS == 1 then
     if not (reset > 0.0) then
       reset = 0.0
     end
-    return string.format('%d %.17g', left, reset)
+    return struct.pack('>dd', left, reset)
   end
   local retry
   if current + cost <= limit then
@@ -77,7 +77,7 @@ if #KEYS == 1 then
   if not (retry > 0.0) then
     retry = 0.0
   end
-  return string.format('%d %.17g %.17g', left, reset, retry)
+  return struct.pack('>ddd', left, reset, retry)
 end
 
 local count = #KEYS

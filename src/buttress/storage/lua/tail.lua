@@ -35,10 +35,10 @@ if not (reset > 0.0) then
   reset = 0.0
 end
 if allowed then
-  return string.format('%d %d %.17g', binding, left, reset)
+  return struct.pack('>ddd', binding, left, reset)
 end
 local retry = retries[binding]
 if not (retry > 0.0) then
   retry = 0.0
 end
-return string.format('%d %d %.17g %.17g', binding, left, reset, retry)
+return struct.pack('>dddd', binding, left, reset, retry)

@@ -43,7 +43,7 @@ if #KEYS == 1 then
     if not (reset > 0.0) then
       reset = 0.0
     end
-    return string.format('%d %.17g', remaining, reset)
+    return struct.pack('>dd', remaining, reset)
   end
   local remaining, reset = math.floor(tokens + slack), (limit - tokens) * per_token
   local retry = (cost - tokens) * per_token
@@ -56,7 +56,7 @@ if #KEYS == 1 then
   if not (retry > 0.0) then
     retry = 0.0
   end
-  return string.format('%d %.17g %.17g', remaining, reset, retry)
+  return struct.pack('>ddd', remaining, reset, retry)
 end
 
 local count = #KEYS
