@@ -441,7 +441,12 @@ class RateLimiter:
 
         ``None`` when the request is not limited (exempt, no limit, no key, or a cost of 0).
         """
-        plan = self._plan(scope["path"])
+        # The common cases written out (each method call is about a thousand instructions):
+        # no route table or exemption to search, a client already seen.
+        if self._routes is None and self._exempt is None:
+            plan = self._unmatched
+        else:
+            plan = self._plan(scope["path"])
         if plan is None:
             return None
         rates = plan.rates
@@ -450,7 +455,9 @@ class RateLimiter:
         if not rates:
             return None
         if self._by_peer:
-            key = self._peer(scope)[1]
+            client = scope.get("client")
+            seen = self._peers.get(client[0] if client else None)
+            key = seen[1] if seen is not None else self._peer(scope)[1]
         else:
             found = self.client_key(scope)
             if found is None:

@@ -385,16 +385,28 @@ class Limiter(_GuardedFront):
         return self._hit(key, cost)
 
     def _hit(self, key: str, cost: int = 1) -> Decision:
-        key, cost = self._check(key, cost)
+        # The common case (good arguments, no cached rejections, an admission, no listener)
+        # calls nothing but the store: each method call is about a thousand instructions.
+        if not (
+            type(key) is str
+            and 0 < len(key) <= _MAX_KEY_LENGTH
+            and type(cost) is int
+            and 0 < cost <= self._max_cost
+        ):
+            key, cost = self._check(key, cost)  # raises for the bad argument
         direct = self._direct
         if direct is not None:
             return self._report(key, cost, direct(key, cost), cached=False)
-        cached = self._cached(key, cost)
-        if cached is not None:
-            return self._report(key, cost, cached, cached=True)
+        if self._cache:
+            cached = self._cached(key, cost)
+            if cached is not None:
+                return self._report(key, cost, cached, cached=True)
         decision = self._store_decision(key, cost, consume=True)
-        self._remember(key, cost, decision)
-        return self._report(key, cost, decision, cached=False)
+        if not decision.allowed:
+            self._remember(key, cost, decision)
+        if self.listeners or _events._global:  # noqa: SLF001 - the registry's fast check
+            emit(RateLimitDecided(self.name, key, cost, decision, False), self.listeners)
+        return decision
 
     def _store_decision(self, key: str, cost: int, consume: bool) -> Decision:
         """The store's decision, or the ``on_store_error`` policy's while the store fails.
@@ -483,10 +495,18 @@ class Limiter(_GuardedFront):
         if self._direct is not None:
             # A memory store answers at once and never fails: nothing to await.
             return self.hit(key, cost)
-        key, cost = self._check(key, cost)
-        cached = self._cached(key, cost)
-        if cached is not None:
-            return self._report(key, cost, cached, cached=True)
+        # As _hit: the common case calls nothing but the store.
+        if not (
+            type(key) is str
+            and 0 < len(key) <= _MAX_KEY_LENGTH
+            and type(cost) is int
+            and 0 < cost <= self._max_cost
+        ):
+            key, cost = self._check(key, cost)  # raises for the bad argument
+        if self._cache:
+            cached = self._cached(key, cost)
+            if cached is not None:
+                return self._report(key, cost, cached, cached=True)
         # _aguarded, written out: one coroutine frame less on every decision.
         guard = self._guard
         if guard.available():
@@ -499,8 +519,11 @@ class Limiter(_GuardedFront):
                 guard.succeeded()
         else:
             decision = self._degraded(key, cost, consume=True)
-        self._remember(key, cost, decision)
-        return self._report(key, cost, decision, cached=False)
+        if not decision.allowed:
+            self._remember(key, cost, decision)
+        if self.listeners or _events._global:  # noqa: SLF001 - the registry's fast check
+            emit(RateLimitDecided(self.name, key, cost, decision, False), self.listeners)
+        return decision
 
     async def apeek(self, key: str, cost: int = 1) -> Decision:
         """The coroutine form of :meth:`peek`."""
