@@ -223,7 +223,7 @@ class _Plan:
 _TWO = struct.Struct(">dd").unpack
 _THREE = struct.Struct(">ddd").unpack
 _FOUR = struct.Struct(">dddd").unpack
-_COMMANDS_KEPT = 4096  # packed decision commands a plan keeps, by key
+_COMMANDS_KEPT = 1024  # packed decision commands a plan keeps, by key (about 200 bytes each)
 
 # hiredis's stub types the argument as a one-element tuple; it takes any number of them.
 _pack = cast("Callable[[tuple[object, ...]], bytes]", hiredis.pack_command)
