@@ -334,6 +334,12 @@ class TestRobustness:
                     assert got == memory.decide(
                         algorithm, "k", TWO_RATES, cost, consume=consume, now=at
                     )
+                # On the server's clock (the kept packed command): replies are bytes all the same.
+                for rates in (TWO_RATES[:1], TWO_RATES):
+                    first = store.decide(algorithm, f"clocked{len(rates)}", rates, 1)
+                    second = store.decide(algorithm, f"clocked{len(rates)}", rates, 1)
+                    assert first.allowed and second.allowed, algorithm
+                    assert second.remaining == first.remaining - 1, algorithm
             assert store.acquire_lease("k", 1, "a", 5, now=0.0)
             assert not store.acquire_lease("k", 1, "b", 5, now=0.0)
             assert store.count_leases("k", now=0.0) == 1
