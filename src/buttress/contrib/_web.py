@@ -363,7 +363,8 @@ class Engine:
 
 def _whole_seconds(value: float | None, least: int) -> int:
     """Seconds rounded up, float noise aside (3600.0000000000005 is 3600, 3599.5 is 3600)."""
-    return max(least, math.ceil((value or 0.0) - 1e-6))
+    whole = math.ceil((value or 0.0) - 1e-6)
+    return whole if whole > least else least  # not max(): a third of the cost
 
 
 @functools.lru_cache(maxsize=1024)
