@@ -338,7 +338,8 @@ class TestRobustness:
                 for rates in (TWO_RATES[:1], TWO_RATES):
                     first = store.decide(algorithm, f"clocked{len(rates)}", rates, 1)
                     second = store.decide(algorithm, f"clocked{len(rates)}", rates, 1)
-                    assert first.allowed and second.allowed, algorithm
+                    assert first.allowed, algorithm
+                    assert second.allowed, algorithm
                     assert second.remaining == first.remaining - 1, algorithm
             assert store.acquire_lease("k", 1, "a", 5, now=0.0)
             assert not store.acquire_lease("k", 1, "b", 5, now=0.0)
