@@ -917,6 +917,40 @@ class TestScripts:
                 assert 1 <= len(plan.commands) <= 3
         assert store.decide("gcra", "k9", one, 1).remaining == one[0].limit - 3
 
+    def test_threads_sharing_the_kept_commands_count_every_decision(self, store, monkeypatch):
+        # 8 threads on 12 keys, the plan's kept commands emptied every 4 keys meanwhile: each
+        # key's count is exactly the decisions made on it (a command never goes to another key).
+        monkeypatch.setattr(buttress.storage.redis, "_COMMANDS_KEPT", 4)
+        rates = (Rate(10_000, per=3600),)
+        store.decide("fixed-window", "warm-up", rates, 1)
+        made: list[list[str]] = [[] for _ in range(8)]
+        failures: list[BaseException] = []
+        start = threading.Barrier(8)
+
+        def work(index: int) -> None:
+            try:
+                start.wait()
+                for i in range(60):
+                    key = f"k{(index * 7 + i) % 12}"
+                    assert store.decide("fixed-window", key, rates, 1).allowed
+                    made[index].append(key)
+            except BaseException as error:  # reported below
+                failures.append(error)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not failures
+        counts = {f"k{i}": 0 for i in range(12)}
+        for keys in made:
+            for key in keys:
+                counts[key] += 1
+        for key, count in counts.items():
+            peek = store.decide("fixed-window", key, rates, 1, consume=False)
+            assert peek.remaining == 10_000 - count - 1, key
+
     @pytest.mark.parametrize(
         "reply",
         [b"3 10", b"", b"\x00" * 17, "x" * 16, None, 3],
