@@ -953,15 +953,24 @@ class TestScripts:
 
     @pytest.mark.parametrize(
         "reply",
-        [b"3 10", b"", b"\x00" * 17, "x" * 16, None, 3],
-        ids=["text", "empty", "17 bytes", "str", "nil", "integer"],
+        [b"3 10", b"", b"\x00" * 17, "x" * 16, None, 3, b"x" * 10_000],
+        ids=["text", "empty", "17 bytes", "str", "nil", "integer", "long"],
     )
     def test_a_reply_of_another_shape_is_a_storage_error(self, store, reply):
         # E.g. from a script of an earlier build that somehow answered: never a wrong decision.
         for rates in (TWO_RATES[:1], TWO_RATES):
             plan = store._plan("token-bucket", rates)
+            with pytest.raises(StorageError, match="unexpected reply") as raised:
+                plan.decision(reply)
+            assert len(str(raised.value)) < 200  # a long reply is cut short in the message
+
+    @pytest.mark.parametrize("index", [0.0, 3.0, -1.0, 1.5, math.nan])
+    def test_a_binding_rate_out_of_range_is_a_storage_error(self, store, index):
+        plan = store._plan("gcra", TWO_RATES)
+        for reply in (struct.pack(">ddd", index, 2, 1.5), struct.pack(">dddd", index, 0, 1.5, 1.0)):
             with pytest.raises(StorageError, match="unexpected reply"):
                 plan.decision(reply)
+        assert plan.decision(struct.pack(">ddd", 2.0, 4, 1.5)).rate == TWO_RATES[1]
 
     def test_one_evalsha_per_operation_on_the_server(self, private_redis):
         # A private server: INFO commandstats counts our commands alone. (Commands run inside

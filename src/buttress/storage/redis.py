@@ -192,13 +192,15 @@ class _Plan:
                 return Decision(False, rate.limit, int(remaining), reset, retry, rate)
         elif size == 24:
             index, remaining, reset = _THREE(reply)
-            rate = self.distinct[int(index) - 1]
-            return Decision(True, rate.limit, int(remaining), reset, None, rate)
+            if 1 <= index <= self.nkeys and index == int(index):
+                rate = self.distinct[int(index) - 1]
+                return Decision(True, rate.limit, int(remaining), reset, None, rate)
         elif size == 32:
             index, remaining, reset, retry = _FOUR(reply)
-            rate = self.distinct[int(index) - 1]
-            return Decision(False, rate.limit, int(remaining), reset, retry, rate)
-        raise StorageError(f"Redis decide failed: unexpected reply {reply!r}")
+            if 1 <= index <= self.nkeys and index == int(index):
+                rate = self.distinct[int(index) - 1]
+                return Decision(False, rate.limit, int(remaining), reset, retry, rate)
+        raise StorageError(f"Redis decide failed: unexpected reply {reply!r:.80}")
 
     def command(self, head: str, key: str) -> bytes:
         """The packed ``EVALSHA`` deciding one request of cost 1 on ``key`` (kept for reuse).
