@@ -42,6 +42,7 @@ class StoreCircuit:
         "_open",
         "_open_until",
         "_recovered",
+        "healthy",
     )
 
     def __init__(
@@ -64,6 +65,10 @@ class StoreCircuit:
         self._open = False  # True: the store is left alone until _open_until
         self._open_until = -math.inf
         self._down_since: float | None = None
+        # True while nothing is recorded against the store (no failure, circuit closed, not
+        # down): then available() is True and succeeded() has nothing to do, so a caller on
+        # the common path may read this one attribute instead of calling them.
+        self.healthy = True
 
     @property
     def down(self) -> bool:
@@ -95,6 +100,7 @@ class StoreCircuit:
                 self._open = False
                 self._open_until = -math.inf
                 since, self._down_since = self._down_since, None
+                self.healthy = True
             if since is not None:
                 emit(self._recovered(self._clock.now() - since), self._listeners)
 
@@ -102,6 +108,7 @@ class StoreCircuit:
         """Record a store failure; open the circuit after too many in a row, or a failed trial."""
         now = self._clock.now()
         with self._lock:
+            self.healthy = False
             self._failures += 1
             if self._open or self._failures >= self._limit_failures:
                 self._open = True

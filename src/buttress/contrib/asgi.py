@@ -35,6 +35,7 @@ This module imports no web framework. The FastAPI dependency form (per-endpoint 
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Generic, TypeVar, Union, cast, get_args
@@ -46,7 +47,6 @@ from buttress.contrib._web import (
     Engine,
     LimitSpec,
     LimitValue,
-    _whole_seconds,
     client_address,
     escape_key,
     parse_networks,
@@ -524,15 +524,31 @@ class RateLimiter:
         """
         if self.legacy_headers:
             return _encode(rate_limit_headers(decision, rates, legacy=True))
+        # The limit and the reset (whole seconds, as _whole_seconds rounds them) take few
+        # values: their bytes are kept, not formatted again on every request.
+        whole = math.ceil(decision.reset_after - 1e-6)
+        reset = whole if whole > 0 else 0  # not max(): a third of the cost
         return [
-            (b"ratelimit-limit", b"%d" % decision.limit),
+            (b"ratelimit-limit", _DIGITS.get(decision.limit) or _digits(decision.limit)),
             (b"ratelimit-remaining", b"%d" % decision.remaining),
-            (b"ratelimit-reset", b"%d" % _whole_seconds(decision.reset_after, 0)),
+            (b"ratelimit-reset", _DIGITS.get(reset) or _digits(reset)),
             (
                 b"ratelimit-policy",
                 plan.policy if rates is plan.rates else rate_limit_policy(rates).encode("latin-1"),
             ),
         ]
+
+
+_DIGITS: dict[int, bytes] = {}  # recent limits and resets, written in ASCII digits
+_DIGITS_KEPT = 4096
+
+
+def _digits(number: int) -> bytes:
+    """``number`` in ASCII digits, kept in ``_DIGITS`` for the next time."""
+    if len(_DIGITS) >= _DIGITS_KEPT:
+        _DIGITS.clear()
+    written = _DIGITS[number] = b"%d" % number
+    return written
 
 
 def _check_cost(cost: int, every: list[_Limits]) -> None:

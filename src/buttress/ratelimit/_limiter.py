@@ -415,7 +415,7 @@ class Limiter(_GuardedFront):
         the synchronous twin of the block :meth:`ahit` writes out.
         """
         guard = self._guard
-        if guard.available():
+        if guard.healthy or guard.available():  # healthy: the common case, no call
             try:
                 decision = guard.store.decide(
                     self.algorithm, key, self.rates, cost, consume=consume
@@ -423,7 +423,8 @@ class Limiter(_GuardedFront):
             except StorageError as error:
                 guard.failed(error)
             else:
-                guard.succeeded()
+                if not guard.healthy:
+                    guard.succeeded()
                 return decision
         return self._degraded(key, cost, consume=consume)
 
@@ -509,14 +510,15 @@ class Limiter(_GuardedFront):
                 return self._report(key, cost, cached, cached=True)
         # _aguarded, written out: one coroutine frame less on every decision.
         guard = self._guard
-        if guard.available():
+        if guard.healthy or guard.available():  # healthy: the common case, no call
             try:
                 decision = await guard.store.adecide(self.algorithm, key, self.rates, cost)
             except StorageError as error:
                 guard.failed(error)
                 decision = self._degraded(key, cost, consume=True)
             else:
-                guard.succeeded()
+                if not guard.healthy:
+                    guard.succeeded()
         else:
             decision = self._degraded(key, cost, consume=True)
         if not decision.allowed:
