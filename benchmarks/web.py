@@ -219,6 +219,19 @@ def _processes() -> list[int]:
     return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
 
 
+def child_pids(root: int) -> list[int]:
+    """The processes whose parent is ``root`` (gunicorn's workers)."""
+    found = []
+    for pid in _processes():
+        try:
+            parent = _process_times(pid)[0]
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not readable
+        if parent == root:
+            found.append(pid)
+    return found
+
+
 def _tree_times(root: int) -> tuple[int, int]:
     """User and system ticks of ``root`` and its child processes (gunicorn's workers)."""
     user = system = 0

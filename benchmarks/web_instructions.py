@@ -36,7 +36,7 @@ from pathlib import Path
 
 from benchmarks._harness import delete_run_keys, format_table, print_progress
 from benchmarks.ratelimit import redis_url
-from benchmarks.web import FRAMEWORKS, TARGETS, VARIANTS, Server, label
+from benchmarks.web import FRAMEWORKS, TARGETS, VARIANTS, Server, child_pids, label
 
 CLIENTS = 8  # keep-alive connections at once, as benchmarks.web's wrk
 WARM_UP = 200  # requests before counting
@@ -46,16 +46,10 @@ def _serving_pid(server: Server, framework: str) -> int:
     """The process that serves requests: gunicorn's one worker (a child), else the server."""
     if framework != "flask":
         return server.process.pid
-    master = server.process.pid
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                return int(entry.name)
-    raise RuntimeError("gunicorn's worker process was not found")
+    workers = child_pids(server.process.pid)
+    if not workers:
+        raise RuntimeError("gunicorn's worker process was not found")
+    return workers[0]
 
 
 def _send(port: int, requests: int) -> None:

@@ -221,6 +221,7 @@ class TestHashTags:
         rates = (Rate(2, per=1), Rate(3, per=60), Rate(4, per=60, scope="s"))
         for algorithm in ALGORITHMS:
             _, arguments = store._decide_arguments(algorithm, key, rates, 1, True, None)
+            assert arguments is not None  # on a cluster, never a kept command
             names = arguments[1 : 1 + cast("int", arguments[0])]
             names += tuple(store._reset_keys(algorithm, key, rates))
             names += (store._leases(key),)

@@ -35,7 +35,6 @@ This module imports no web framework. The FastAPI dependency form (per-endpoint 
 from __future__ import annotations
 
 import fnmatch
-import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Generic, TypeVar, Union, cast, get_args
@@ -47,6 +46,7 @@ from buttress.contrib._web import (
     Engine,
     LimitSpec,
     LimitValue,
+    _whole_seconds,
     client_address,
     escape_key,
     parse_networks,
@@ -524,10 +524,9 @@ class RateLimiter:
         """
         if self.legacy_headers:
             return _encode(rate_limit_headers(decision, rates, legacy=True))
-        # The limit and the reset (whole seconds, as _whole_seconds rounds them) take few
-        # values: their bytes are kept, not formatted again on every request.
-        whole = math.ceil(decision.reset_after - 1e-6)
-        reset = whole if whole > 0 else 0  # not max(): a third of the cost
+        # The limit and the reset (whole seconds) take few values: their bytes are kept, not
+        # formatted again on every request.
+        reset = _whole_seconds(decision.reset_after, 0)
         return [
             (b"ratelimit-limit", _DIGITS.get(decision.limit) or _digits(decision.limit)),
             (b"ratelimit-remaining", b"%d" % decision.remaining),

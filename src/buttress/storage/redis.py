@@ -173,7 +173,8 @@ class _Plan:
         self.suffix = suffixes[0]
         self.suffixes = tuple(suffixes)
         self.nkeys = len(suffixes)
-        self.commands: dict[str, bytes] = {}  # key -> packed command (see command())
+        # key -> the packed EVALSHA of a common decision (RedisStorage._kept_command)
+        self.commands: dict[str, bytes] = {}
 
     def decision(self, reply: Any) -> Decision:
         """Read a decision script's reply: big-endian doubles (see ``lua/head.lua``).
@@ -201,25 +202,6 @@ class _Plan:
                 rate = self.distinct[int(index) - 1]
                 return Decision(False, rate.limit, int(remaining), reset, retry, rate)
         raise StorageError(f"Redis decide failed: unexpected reply {reply!r:.80}")
-
-    def command(self, head: str, key: str) -> bytes:
-        """The packed ``EVALSHA`` deciding one request of cost 1 on ``key`` (kept for reuse).
-
-        ``head`` is the store's ``"{" + prefix + ":"``. Packing costs a few thousand
-        instructions; the same client's next request finds its command in :attr:`commands`,
-        which holds at most ``_COMMANDS_KEPT`` keys (emptied when full).
-        """
-        name = head + key
-        if self.single:
-            arguments: tuple[object, ...] = (1, name + self.suffix)
-        else:
-            arguments = (self.nkeys, *[name + suffix for suffix in self.suffixes])
-        command = _pack(("EVALSHA", self.script.sha, *arguments))
-        commands = self.commands
-        if len(commands) >= _COMMANDS_KEPT:
-            commands.clear()
-        commands[key] = command
-        return command
 
 
 _TWO = struct.Struct(">dd").unpack
@@ -1419,7 +1401,7 @@ class RedisStorage:
             return (plan.nkeys, *keys)
         return (plan.nkeys, *keys, signed)
 
-    def _packed_plan(
+    def _decide_arguments(
         self,
         algorithm: str,
         key: str,
@@ -1427,11 +1409,12 @@ class RedisStorage:
         cost: int,
         consume: bool,
         now: float | None,
-    ) -> _Plan | None:
-        """The plan of a common decision, whose packed command the plan keeps; else ``None``.
+    ) -> tuple[_Plan, tuple[object, ...] | None]:
+        """Check a decision's arguments; return its plan and ``EVALSHA`` arguments.
 
-        Common: a known rate tuple, a str key, a cost of 1, not a peek, the server's clock, on
-        a store that is not a cluster's (a few cheap tests).
+        The arguments are ``None`` for a common decision, whose packed command the plan keeps
+        (see :meth:`_kept_command`): a known rate tuple, a str key, a cost of 1, not a peek,
+        the server's clock, on a store that is not a cluster's (a few cheap tests, first).
         """
         plan = self._plans.get((algorithm, id(rates)))
         if (
@@ -1444,20 +1427,7 @@ class RedisStorage:
             and now is None
             and self._cluster is None
         ):
-            return plan
-        return None
-
-    def _decide_arguments(
-        self,
-        algorithm: str,
-        key: str,
-        rates: tuple[Rate, ...],
-        cost: int,
-        consume: bool,
-        now: float | None,
-    ) -> tuple[_Plan, tuple[object, ...]]:
-        """Check a decision's arguments; return its plan and ``EVALSHA`` arguments."""
-        plan = self._plans.get((algorithm, id(rates)))
+            return plan, None
         if plan is None or plan.rates is not rates:
             plan = self._plan(algorithm, rates)
         if type(key) is not str and not isinstance(key, str):
@@ -1465,6 +1435,19 @@ class RedisStorage:
         if type(cost) is not int or cost < 0:
             cost = int(check_int(cost, "cost", minimum=0))
         return plan, self._arguments(plan, key, cost, consume, now)
+
+    def _kept_command(self, plan: _Plan, key: str) -> bytes:
+        """Pack a common decision's ``EVALSHA`` on ``key`` and keep it in ``plan.commands``.
+
+        Packing costs a few thousand instructions; the same client's next decision finds its
+        command kept. A plan keeps at most ``_COMMANDS_KEPT`` keys (emptied when full).
+        """
+        command = _pack(("EVALSHA", plan.script.sha, *self._arguments(plan, key, 1, True, None)))
+        commands = plan.commands
+        if len(commands) >= _COMMANDS_KEPT:
+            commands.clear()
+        commands[key] = command
+        return command
 
     def _reset_keys(self, algorithm: str, key: str, rates: tuple[Rate, ...]) -> list[str]:
         tag = self._tag(key)[:-1]  # without the closing brace: each suffix starts with it
@@ -1531,11 +1514,12 @@ class RedisStorage:
         Raises:
             StorageError: When Redis fails or does not answer in time.
         """
-        plan = self._packed_plan(algorithm, key, rates, cost, consume, now)
-        if plan is not None and self._connections is not None:
-            command = plan.commands.get(key) or plan.command(self._head, key)
-            return plan.decision(self._run_command("decide", plan.script, command))
         plan, arguments = self._decide_arguments(algorithm, key, rates, cost, consume, now)
+        if arguments is None:
+            if self._connections is None:
+                self._sync()  # raises ConfigurationError: no synchronous client
+            command = plan.commands.get(key) or self._kept_command(plan, key)
+            return plan.decision(self._run_command("decide", plan.script, command))
         return plan.decision(self._run("decide", plan.script, arguments))
 
     async def adecide(
@@ -1549,11 +1533,10 @@ class RedisStorage:
         now: float | None = None,
     ) -> Decision:
         """The coroutine form of :meth:`decide`."""
-        plan = self._packed_plan(algorithm, key, rates, cost, consume, now)
-        if plan is not None:
-            command = plan.commands.get(key) or plan.command(self._head, key)
-            return plan.decision(await self._arun_command("decide", plan.script, command))
         plan, arguments = self._decide_arguments(algorithm, key, rates, cost, consume, now)
+        if arguments is None:
+            command = plan.commands.get(key) or self._kept_command(plan, key)
+            return plan.decision(await self._arun_command("decide", plan.script, command))
         return plan.decision(await self._arun("decide", plan.script, arguments))
 
     def reset(self, algorithm: str, key: str, rates: tuple[Rate, ...]) -> None:
