@@ -11,6 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from buttress import ConfigurationError, RateLimited, StorageError, add_listener
 from buttress.ratelimit import (
@@ -398,8 +400,9 @@ class TestAcquire:
 
 class TestConcurrentUse:
     @pytest.mark.parametrize("algorithm", ALGORITHMS)
-    def test_threads_admit_exactly_the_limit(self, algorithm):
-        limiter = Limiter("500/hour", algorithm=algorithm, storage=MemoryStorage())
+    @pytest.mark.parametrize("limits", ["500/hour", "500/hour; 5000/day"])  # single(), several()
+    def test_threads_admit_exactly_the_limit(self, algorithm, limits):
+        limiter = Limiter(limits, algorithm=algorithm, storage=MemoryStorage())
         admitted = [0] * 8
         barrier = threading.Barrier(8)
 
@@ -690,19 +693,50 @@ class TestStoreFaultPolicy:
         assert clock.now() - 1000.0 <= 3
 
 
-class TestMemoryBounds:
+class TestSeveralRatesInMemory:
+    """A memory limiter with several limits decides through ``MemoryStorage.several``."""
+
     @pytest.mark.parametrize("algorithm", ALGORITHMS)
-    def test_expired_keys_are_swept(self, algorithm):
+    @settings(max_examples=40, deadline=None)
+    @given(steps=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 3)), max_size=40))
+    def test_the_same_decisions_as_decide(self, algorithm, steps):
+        # One rate given twice (one limit), and the same rate in another scope (another limit).
+        rates = (Rate(3, per=10), Rate(5, per=60), Rate(3, per=10), Rate(3, per=10, scope="b"))
+        clock = FakeClock(1000.0)
+        several = MemoryStorage(clock=clock).several(algorithm, rates)
+        reference = MemoryStorage(clock=clock)
+        for number, (gap, cost) in enumerate(steps):
+            clock.advance(gap / 4)
+            got = several("k", cost)
+            assert got == reference.decide(algorithm, "k", rates, cost), f"step {number}"
+
+    def test_the_limiter_uses_it(self):
         clock = FakeClock(1000.0)
         storage = MemoryStorage(clock=clock)
-        limiter = Limiter("3/minute", algorithm=algorithm, storage=storage, clock=clock)
+        limiter = Limiter("2/minute; 3/hour", storage=storage, clock=clock)
+        assert [limiter.hit("k").allowed for _ in range(3)] == [True, True, False]
+        clock.advance(60)
+        assert limiter.hit("k").remaining == 0  # the hour's third, and last, unit
+        decision = limiter.hit("k")
+        assert not decision.allowed
+        assert decision.rate == Rate(3, per=3600)
+        assert len(storage) == 2
+
+
+class TestMemoryBounds:
+    @pytest.mark.parametrize("algorithm", ALGORITHMS)
+    @pytest.mark.parametrize(("limits", "states"), [("3/minute", 1), ("3/minute; 5/2 minutes", 2)])
+    def test_expired_keys_are_swept(self, algorithm, limits, states):
+        clock = FakeClock(1000.0)
+        storage = MemoryStorage(clock=clock)
+        limiter = Limiter(limits, algorithm=algorithm, storage=storage, clock=clock)
         for number in range(1000):
             limiter.hit(f"old:{number}")
-        assert len(storage) == 1000
-        clock.advance(180)  # three periods: every state is as good as fresh
+        assert len(storage) == 1000 * states
+        clock.advance(360)  # three of the longest periods: every state is as good as fresh
         for _ in range(2000):
             limiter.hit("new")
-        assert len(storage) == 1
+        assert len(storage) == states
         assert limiter.hit("old:1").remaining == 2
 
     def test_live_keys_are_kept(self):

@@ -251,8 +251,7 @@ class Limiter(_GuardedFront):
             if len(self.rates) == 1:
                 self._direct = store.single(algorithm, self.rates[0])
             else:
-                decide, rates = store.decide, self.rates
-                self._direct = lambda key, cost: decide(algorithm, key, rates, cost)
+                self._direct = store.several(algorithm, self.rates)
             self.hit = self._fast_hit(self._direct)  # type: ignore[method-assign,assignment]
 
     def __repr__(self) -> str:
