@@ -710,6 +710,24 @@ class TestSeveralRatesInMemory:
             got = several("k", cost)
             assert got == reference.decide(algorithm, "k", rates, cost), f"step {number}"
 
+    @pytest.mark.parametrize(
+        ("make_function", "error", "words"),
+        [
+            (lambda store: store.several("leaky-bucket", (Rate(1),)), ValueError, "algorithm"),
+            (lambda store: store.several(None, (Rate(1),)), ValueError, "algorithm"),
+            (lambda store: store.several("gcra", ()), ValueError, "at least one Rate"),
+            (lambda store: store.several("gcra", [Rate(1)]), TypeError, "tuple of Rate"),
+            (lambda store: store.several("gcra", (Rate(1), "1/second")), TypeError, "rates"),
+            (lambda store: store.single("leaky-bucket", Rate(1)), ValueError, "algorithm"),
+            (lambda store: store.single("gcra", "1/second"), TypeError, "rate must be a Rate"),
+        ],
+    )
+    def test_bad_arguments(self, make_function, error, words):
+        storage = MemoryStorage()
+        with pytest.raises(error, match=words):
+            make_function(storage)
+        assert storage._tables == {}  # nothing was made for them
+
     def test_the_limiter_uses_it(self):
         clock = FakeClock(1000.0)
         storage = MemoryStorage(clock=clock)

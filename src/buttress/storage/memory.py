@@ -22,6 +22,12 @@ __all__ = ["MemoryStorage"]
 _Table = dict[str, State]  # key -> state, for one (algorithm, rate)
 
 
+def _check_algorithm(algorithm: object) -> None:
+    """Refuse an unknown algorithm before any table is made for it."""
+    if not isinstance(algorithm, str) or algorithm not in STEPS:
+        raise ValueError(f"algorithm must be one of {', '.join(STEPS)}; got {algorithm!r}")
+
+
 class MemoryStorage:
     """Limiter state in this process's memory.
 
@@ -85,7 +91,14 @@ class MemoryStorage:
 
         The same decisions as :meth:`decide` with ``rates=(rate,)``, minus the generic
         bookkeeping (a memory limiter's whole decision costs about a microsecond).
+
+        Raises:
+            ValueError: For an unknown ``algorithm``.
+            TypeError: For a ``rate`` that is not a :class:`Rate`.
         """
+        _check_algorithm(algorithm)
+        if not isinstance(rate, Rate):
+            raise TypeError(f"rate must be a Rate, got {rate!r}")
         step, take = STEPS[algorithm]
         table = self._table(algorithm, rate)
         now, limit, sweep_every = self._now, rate.limit, self._sweep_every
@@ -127,7 +140,16 @@ class MemoryStorage:
         depend on the request done once here: the rates made distinct and their tables found
         (each look-up hashes a rate). The fast path of limiters with several limits, such as
         the chapter's ``"100 per day; 10 per hour"``.
+
+        Raises:
+            ValueError: For an unknown ``algorithm``, or no rates.
+            TypeError: For ``rates`` that are not a tuple of :class:`Rate`.
         """
+        _check_algorithm(algorithm)
+        if not isinstance(rates, tuple) or not all(isinstance(rate, Rate) for rate in rates):
+            raise TypeError(f"rates must be a tuple of Rate, got {rates!r}")
+        if not rates:
+            raise ValueError("rates must hold at least one Rate")
         rates = tuple(dict.fromkeys(rates))  # a rate given twice is one limit
         tables = [self._table(algorithm, rate) for rate in rates]
         now, sweep_every = self._now, self._sweep_every
