@@ -244,7 +244,7 @@ class Limiter(_GuardedFront):
         self._cache_lock = threading.Lock()
         self._max_cost = min(rate.limit for rate in self.rates)
         # A memory store never fails: without a cache, hit() calls it directly, through a
-        # decision function made for this one rate when there is one.
+        # decision function the store makes for these rates (single() or several()).
         store = self.storage
         self._direct: Callable[[str, int], Decision] | None = None
         if isinstance(store, MemoryStorage) and self._cache is None:
